@@ -1,0 +1,205 @@
+//! The bytes of a full-payload package: one gzip member whose deflate stream is a
+//! sequence of segments, one per tar entry.
+//!
+//! Each tar entry (header, data, padding) is compressed by a fresh raw-deflate compressor
+//! and ended with a sync flush, which leaves the segment byte-aligned and not final. The
+//! end-of-archive blocks are one more such segment; an empty final block and the gzip
+//! trailer close the member. Segments therefore depend only on their own entry, which is
+//! what lets a segment computed ahead of time stand in for one compressed here, byte for
+//! byte (see SPLICING.md).
+
+use std::io;
+
+use async_compression::Level;
+use async_compression::tokio::write::DeflateEncoder;
+use fleetpack_resolver::{
+    DEFLATE_LEVEL, DETAILS_FILE_NAME, PlanEntry, TAR_ENTRY_MODE, TAR_ENTRY_MTIME,
+};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tar::{EntryType, Header};
+
+use crate::store::StoreObject;
+
+/// gzip header (RFC 1952): deflate, no flags, MTIME 0, no extra flags, OS "unknown".
+pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// An empty final deflate block with fixed Huffman codes: ends the deflate stream.
+pub const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+const TAR_BLOCK: usize = 512;
+const READ_CHUNK: usize = 128 * 1024;
+const ZEROS: [u8; 2 * TAR_BLOCK] = [0; 2 * TAR_BLOCK];
+
+/// A selected binary opened for the package.
+#[derive(Debug)]
+pub struct PackageObject {
+    pub entry: PlanEntry,
+    pub object: StoreObject,
+}
+
+/// Why a package could not be written to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("object `{key}` is {actual} bytes long, but {expected} were expected")]
+    LengthMismatch {
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("object `{key}` has MD5 {actual}, but its rule says {expected}")]
+    DigestMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("tar entry `{name}`: {source}")]
+    Header {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The tar header of a regular file with the fixed owner, mode and mtime of every entry.
+pub fn tar_header(name: &str, size: u64) -> Result<Header, ArchiveError> {
+    let mut header = Header::new_ustar();
+    header
+        .set_path(name)
+        .map_err(|source| ArchiveError::Header {
+            name: name.to_owned(),
+            source,
+        })?;
+    header.set_entry_type(EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(TAR_ENTRY_MODE);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(TAR_ENTRY_MTIME);
+    header.set_cksum();
+    Ok(header)
+}
+
+/// Zero bytes that pad `len` bytes of entry data to a whole tar block.
+fn padding(len: u64) -> &'static [u8] {
+    let rest = (len % TAR_BLOCK as u64) as usize;
+    &ZEROS[..if rest == 0 { 0 } else { TAR_BLOCK - rest }]
+}
+
+/// CRC-32 and length of everything compressed so far: the gzip trailer.
+#[derive(Debug, Default)]
+struct Totals {
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+/// One tar entry's deflate segment being written.
+struct Segment<'a, W: AsyncWrite + Unpin> {
+    encoder: DeflateEncoder<&'a mut W>,
+    totals: &'a mut Totals,
+}
+
+impl<'a, W: AsyncWrite + Unpin> Segment<'a, W> {
+    fn start(out: &'a mut W, totals: &'a mut Totals) -> Self {
+        let level = Level::Precise(DEFLATE_LEVEL as i32);
+        Segment {
+            encoder: DeflateEncoder::with_quality(out, level),
+            totals,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.totals.crc.update(bytes);
+        self.totals.len += bytes.len() as u64;
+        self.encoder.write_all(bytes).await
+    }
+
+    /// Sync-flushes the compressor: the segment ends byte-aligned, without a final block.
+    async fn finish(mut self) -> io::Result<()> {
+        self.encoder.flush().await
+    }
+}
+
+/// Writes a whole package: `package_details.json`, then each object in order.
+///
+/// Each object is checked against its rule while it streams: a length or MD5 that
+/// differs fails the write before the archive is complete, so the caller can abort
+/// the response instead of ending it.
+pub async fn write_package<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    details: &[u8],
+    objects: Vec<PackageObject>,
+) -> Result<(), ArchiveError> {
+    let mut totals = Totals::default();
+    out.write_all(&GZIP_HEADER).await?;
+
+    let header = tar_header(DETAILS_FILE_NAME, details.len() as u64)?;
+    let mut segment = Segment::start(out, &mut totals);
+    segment.write(header.as_bytes()).await?;
+    segment.write(details).await?;
+    segment.write(padding(details.len() as u64)).await?;
+    segment.finish().await?;
+
+    let mut buf = vec![0u8; READ_CHUNK];
+    for PackageObject { entry, object } in objects {
+        let header = tar_header(&entry.file_name(), object.len)?;
+        let mut segment = Segment::start(out, &mut totals);
+        segment.write(header.as_bytes()).await?;
+        copy_checked(&mut segment, &entry, object, &mut buf).await?;
+        segment.finish().await?;
+    }
+
+    let mut segment = Segment::start(out, &mut totals);
+    segment.write(&ZEROS).await?;
+    segment.finish().await?;
+
+    out.write_all(&FINAL_BLOCK).await?;
+    out.write_all(&totals.crc.clone().finalize().to_le_bytes())
+        .await?;
+    // RFC 1952 ISIZE: the length modulo 2^32.
+    out.write_all(&(totals.len as u32).to_le_bytes()).await?;
+    out.flush().await?;
+    Ok(())
+}
+
+/// Streams one object into its segment, checking its length and MD5, then pads it.
+async fn copy_checked<W: AsyncWrite + Unpin>(
+    segment: &mut Segment<'_, W>,
+    entry: &PlanEntry,
+    object: StoreObject,
+    buf: &mut [u8],
+) -> Result<(), ArchiveError> {
+    let StoreObject { len, mut reader } = object;
+    let mut md5 = Md5::new();
+    let mut seen = 0u64;
+    loop {
+        let read = reader.read(buf).await?;
+        if read == 0 {
+            break;
+        }
+        seen += read as u64;
+        if seen > len {
+            break;
+        }
+        md5.update(&buf[..read]);
+        segment.write(&buf[..read]).await?;
+    }
+    if seen != len {
+        return Err(ArchiveError::LengthMismatch {
+            key: entry.object.key.clone(),
+            expected: len,
+            actual: seen,
+        });
+    }
+    let actual = hex::encode(md5.finalize());
+    if actual != entry.md5 {
+        return Err(ArchiveError::DigestMismatch {
+            key: entry.object.key.clone(),
+            expected: entry.md5.clone(),
+            actual,
+        });
+    }
+    segment.write(padding(len)).await?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Settings, in two stages: [`Options`] holds the raw flags and environment variables
+//! (checked without I/O by [`Options::into_config`]); `main` then turns the result into
+//! a store and a listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use http::HeaderValue;
+
+/// Which store holds the rules and binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// A local directory (`--data-dir`): no cloud account needed.
+    Local,
+}
+
+/// Where the rules and binaries are; shared by `fleetpack-origin` and `fleetpack-seed`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreOptions {
+    /// Store that holds the rules and binaries.
+    #[arg(long, env = "FLEETPACK_STORE", value_enum, default_value_t = StoreKind::Local)]
+    pub store: StoreKind,
+
+    /// Directory of the local store (created when missing).
+    #[arg(long, env = "FLEETPACK_DATA_DIR", default_value = "fleetpack-data")]
+    pub data_dir: PathBuf,
+}
+
+/// fleetpack origin: assembles update packages for IoT devices behind a CDN.
+///
+/// Devices call `GET /package?cpuArch=<arch>&os=<channel>&attr<Name>=<channel>...`
+/// and get a gzip tar of the binaries they lack, metadata-only JSON, or 304.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "fleetpack-origin", version, max_term_width = 100)]
+pub struct Options {
+    /// Address to listen on.
+    #[arg(long, env = "FLEETPACK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub store: StoreOptions,
+
+    /// Fill an empty local store with the demo fleet (the AWS sample's nine rules) and
+    /// print example requests.
+    #[arg(long, env = "FLEETPACK_DEMO")]
+    pub demo: bool,
+
+    /// Size in bytes of each demo binary.
+    #[arg(long, env = "FLEETPACK_DEMO_SIZE", default_value_t = 1024 * 1024)]
+    pub demo_size: u64,
+
+    #[command(flatten)]
+    pub serve: ServeOptions,
+}
+
+/// Settings of the HTTP server itself.
+#[derive(Debug, Clone, Args)]
+pub struct ServeOptions {
+    /// max-age of 200 and 304 responses (how long a device or browser may reuse them).
+    #[arg(long, env = "FLEETPACK_MAX_AGE", default_value = "100s")]
+    pub max_age: humantime::Duration,
+
+    /// s-maxage of 200 and 304 responses (how long the CDN may reuse them).
+    #[arg(long, env = "FLEETPACK_S_MAXAGE", default_value = "100s")]
+    pub s_maxage: humantime::Duration,
+
+    /// stale-while-revalidate of 200 and 304 responses.
+    #[arg(long, env = "FLEETPACK_STALE_WHILE_REVALIDATE", default_value = "60s")]
+    pub stale_while_revalidate: humantime::Duration,
+
+    /// stale-if-error of 200 and 304 responses: how long a cache may serve a stored
+    /// package while the origin fails.
+    #[arg(long, env = "FLEETPACK_STALE_IF_ERROR", default_value = "1day")]
+    pub stale_if_error: humantime::Duration,
+
+    /// max-age of 4xx responses (kept short: a fixed rule table fixes them).
+    #[arg(long, env = "FLEETPACK_ERROR_MAX_AGE", default_value = "10s")]
+    pub error_max_age: humantime::Duration,
+
+    /// Retry-After of 503 responses (rules not loaded, store unavailable).
+    #[arg(long, env = "FLEETPACK_RETRY_AFTER", default_value = "5s")]
+    pub retry_after: humantime::Duration,
+
+    /// Most connections served at once; further clients wait in the listen backlog.
+    #[arg(long, env = "FLEETPACK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Time a client has to send its request headers.
+    #[arg(long, env = "FLEETPACK_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: humantime::Duration,
+
+    /// On SIGTERM or SIGINT, how long running downloads may go on before they are cut.
+    #[arg(long, env = "FLEETPACK_SHUTDOWN_GRACE", default_value = "30s")]
+    pub shutdown_grace: humantime::Duration,
+
+    /// How often the store is checked for changed rules.
+    #[arg(long, env = "FLEETPACK_RULES_REFRESH", default_value = "1s")]
+    pub rules_refresh: humantime::Duration,
+}
+
+/// A setting that cannot work, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--max-connections must be at least 1")]
+    NoConnections,
+    #[error("--rules-refresh must be at least 100ms, not {0}")]
+    RefreshTooOften(humantime::Duration),
+    #[error("--demo-size must be at most 1 GiB (1073741824 bytes), not {0}")]
+    DemoTooLarge(u64),
+}
+
+/// Cache-Control values per kind of response, rendered once.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    /// 200 and 304.
+    pub success: HeaderValue,
+    /// 4xx.
+    pub client_error: HeaderValue,
+    /// Seconds for `Retry-After` on 503.
+    pub retry_after: HeaderValue,
+}
+
+/// The validated settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub cache: CachePolicy,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub rules_refresh: Duration,
+}
+
+impl Options {
+    /// Checks every setting and the rules between them, and renders the server's settings.
+    pub fn check(&self) -> Result<ServeConfig, ConfigError> {
+        if self.demo_size > 1 << 30 {
+            return Err(ConfigError::DemoTooLarge(self.demo_size));
+        }
+        self.serve.to_config()
+    }
+}
+
+impl ServeOptions {
+    pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::NoConnections);
+        }
+        if *self.rules_refresh < Duration::from_millis(100) {
+            return Err(ConfigError::RefreshTooOften(self.rules_refresh));
+        }
+        let seconds = |duration: humantime::Duration| duration.as_secs();
+        let success = format!(
+            "public, max-age={}, s-maxage={}, stale-while-revalidate={}, stale-if-error={}",
+            seconds(self.max_age),
+            seconds(self.s_maxage),
+            seconds(self.stale_while_revalidate),
+            seconds(self.stale_if_error),
+        );
+        let client_error = format!("public, max-age={}", seconds(self.error_max_age));
+        Ok(ServeConfig {
+            cache: CachePolicy {
+                success: HeaderValue::try_from(success).expect("digits and ASCII text"),
+                client_error: HeaderValue::try_from(client_error).expect("digits and ASCII text"),
+                retry_after: HeaderValue::from(seconds(self.retry_after).max(1)),
+            },
+            max_connections: self.max_connections,
+            header_read_timeout: *self.header_read_timeout,
+            shutdown_grace: *self.shutdown_grace,
+            rules_refresh: *self.rules_refresh,
+        })
+    }
+}
+
+impl Default for ServeConfig {
+    /// The command line's defaults (`FLEETPACK_*` environment variables still apply).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            serve: ServeOptions,
+        }
+        Defaults::parse_from(["defaults"])
+            .serve
+            .to_config()
+            .expect("the default settings are valid")
+    }
+}

@@ -1,0 +1,22 @@
+//! The fleetpack origin: an HTTP server (hyper 1 + tokio) that answers devices'
+//! `GET /package` with a streamed gzip tar, metadata-only JSON or 304.
+//!
+//! The request path is [`service`]: parse the query, resolve it against the current
+//! [`snapshot`] of the rules, plan the package, and stream it from the [`store`]
+//! through [`archive`]. `seed` reuses [`store`], [`publish`] and [`demo`].
+//!
+//! Invariants: no request reads rules from the store; no whole object or package is
+//! held in memory on the request path; a package that fails after its status line is
+//! aborted, never ended as if complete.
+
+pub mod archive;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod digest;
+pub mod metrics;
+pub mod publish;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+pub mod store;

@@ -1,0 +1,103 @@
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use fleetpack_origin::config::{Options, StoreKind};
+use fleetpack_origin::demo::publish_demo;
+use fleetpack_origin::server::{run, shutdown_signal};
+use fleetpack_origin::store::{LocalStore, Store};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    let config = match options.check() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("fleetpack-origin: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FLEETPACK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fleetpack-origin: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(options, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fleetpack-origin: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    options: Options,
+    config: fleetpack_origin::config::ServeConfig,
+) -> anyhow::Result<()> {
+    let store = match options.store.store {
+        StoreKind::Local => LocalStore::open(&options.store.data_dir)?,
+    };
+    if options.demo {
+        fill_demo(&store, options.demo_size).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("fleetpack-origin listening on http://{address}");
+    if options.demo {
+        print_examples(&store, address).await?;
+    }
+    run(listener, store, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn fill_demo(store: &LocalStore, size: u64) -> anyhow::Result<()> {
+    if !store.load_rules().await?.is_empty() {
+        tracing::info!(store = %store.describe(), "the store already has rules; serving them instead of a new demo fleet");
+        return Ok(());
+    }
+    let outcomes = publish_demo(store, size)
+        .await
+        .context("cannot publish the demo fleet")?;
+    for (demo, outcome) in &outcomes {
+        outcome
+            .as_ref()
+            .map_err(|error| anyhow::anyhow!("{error}"))
+            .with_context(|| format!("cannot publish demo app {} {}", demo.app, demo.version))?;
+    }
+    tracing::info!(rules = outcomes.len(), size, "demo fleet published");
+    Ok(())
+}
+
+async fn print_examples(store: &LocalStore, address: SocketAddr) -> anyhow::Result<()> {
+    let rules = store.load_rules().await?;
+    let os_md5 = rules
+        .iter()
+        .find(|rule| rule.app == "os_armv8" && rule.channel == "prod")
+        .map_or("<md5 of os_armv8>", |rule| rule.md5.as_str());
+    let base = format!("http://{address}/package");
+    println!(
+        "\nTry the AWS sample's requests:\n\
+         \x20 curl -sS '{base}?cpuArch=armv8&payloadType=metadataOnly'\n\
+         \x20 curl -sS '{base}?cpuArch=armv8&os=beta&payloadType=metadataOnly'\n\
+         \x20 curl -sS -o ota-package.tar.gz '{base}?cpuArch=armv8&attrGamer=prod'\n\
+         \x20 curl -sS -o ota-package.tar.gz '{base}?cpuArch=armv8&attrGamer=prod&attrCellular=prod' && tar -tzvf ota-package.tar.gz\n\
+         Leave out the OS image the device already has (its MD5 in If-None-Match):\n\
+         \x20 curl -sS -H 'If-None-Match: {os_md5}' '{base}?cpuArch=armv8&attrGamer=prod&attrCellular=prod&payloadType=metadataOnly'\n"
+    );
+    Ok(())
+}

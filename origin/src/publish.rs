@@ -1,0 +1,134 @@
+//! Publishing a binary and its rule, the same way on every store.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use fleetpack_resolver::{Rule, RuleError};
+
+use crate::digest::digest_file;
+use crate::store::{Store, StoreError};
+
+/// What to publish: an app's version on a channel, and which devices it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub app: String,
+    pub channel: String,
+    pub version: String,
+    pub cpu_arch: Option<String>,
+    /// Device attributes (`attr<Name>=` on the device side) this app is for.
+    pub attributes: Vec<String>,
+    pub mandatory: bool,
+    pub enabled: bool,
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub rule: Rule,
+    /// The rule that served this app and channel before, if any.
+    pub replaced: Option<Rule>,
+    /// False when the same bytes were already stored under this app and version.
+    pub uploaded: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Invalid(#[from] RuleError),
+    #[error(
+        "attribute `{0}` is not valid: use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
+    BadAttribute(String),
+    #[error("cannot read `{}`: {source}", path.display())]
+    Source {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "app `{app}` version `{version}` is already published with other bytes (MD5 {existing}, this file has {new}); publish this file under a new version"
+    )]
+    VersionTaken {
+        app: String,
+        version: String,
+        existing: String,
+        new: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Publishes the file at `path` as `release`: stores the object first (under
+/// `<app>_<version>`), then the rule, so a device never sees a rule whose object is
+/// missing. An app's version always names the same bytes: publishing other bytes under
+/// a version that exists is refused.
+pub async fn publish<S: Store>(
+    store: &S,
+    release: &Release,
+    path: &Path,
+) -> Result<Published, PublishError> {
+    for attribute in &release.attributes {
+        if !fleetpack_resolver::is_ident(attribute) {
+            return Err(PublishError::BadAttribute(attribute.clone()));
+        }
+    }
+    let digests = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            digest_file(&path).map_err(|source| PublishError::Source { path, source })
+        })
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?
+    };
+    let location = store.location(&format!("{}_{}", release.app, release.version));
+    let rule = Rule {
+        app: release.app.clone(),
+        channel: release.channel.clone(),
+        version: release.version.clone(),
+        url: location.url(),
+        md5: digests.md5.clone(),
+        cpu_arch: release.cpu_arch.clone(),
+        device_attr: release
+            .attributes
+            .iter()
+            .map(|name| (name.clone(), true))
+            .collect(),
+        size: Some(digests.size),
+        sha256: Some(digests.sha256.clone()),
+        enabled: release.enabled,
+        mandatory: release.mandatory,
+        created_at: Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
+    };
+    rule.check()?;
+
+    let taken = |existing: String| PublishError::VersionTaken {
+        app: rule.app.clone(),
+        version: rule.version.clone(),
+        existing,
+        new: digests.md5.clone(),
+    };
+    let stored_rules = store.load_rules().await?;
+    if let Some(other) = stored_rules.iter().find(|other| {
+        other.app.eq_ignore_ascii_case(&rule.app)
+            && other.version == rule.version
+            && other.md5 != rule.md5
+    }) {
+        return Err(taken(other.md5.clone()));
+    }
+    let uploaded = match store.object_md5(&location).await? {
+        Some(existing) if existing != digests.md5 => return Err(taken(existing)),
+        Some(_) => false,
+        None => {
+            store
+                .put_object(&location, path.to_owned(), &digests)
+                .await?;
+            true
+        }
+    };
+    let replaced = store.put_rule(rule.clone()).await?;
+    Ok(Published {
+        rule,
+        replaced,
+        uploaded,
+    })
+}

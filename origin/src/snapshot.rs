@@ -1,0 +1,141 @@
+//! The in-memory rules snapshot: loaded from the store at start, refreshed in the
+//! background, read by every request without touching the store.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use fleetpack_resolver::{Rejected, RuleSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{RulesStamp, Store};
+
+/// One immutable generation of the rules.
+#[derive(Debug)]
+pub struct RulesSnapshot {
+    pub rules: RuleSet,
+    pub loaded_at: SystemTime,
+    pub rejected: usize,
+}
+
+/// What `/readyz` reports about the refreshes.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshState {
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    stamp: Option<RulesStamp>,
+}
+
+/// The current snapshot and the state of its refreshes.
+///
+/// Requests read the snapshot through an `ArcSwapOption`: a load is a few atomic
+/// operations and never waits for a refresh, and a refresh swaps in a whole new
+/// generation at once, so no request sees half of one.
+#[derive(Debug, Default)]
+pub struct Rules {
+    current: ArcSwapOption<RulesSnapshot>,
+    state: Mutex<RefreshState>,
+}
+
+impl Rules {
+    /// The current snapshot, or `None` before the first successful load.
+    pub fn current(&self) -> Option<Arc<RulesSnapshot>> {
+        self.current.load_full()
+    }
+
+    pub fn state(&self) -> RefreshState {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Loads the rules when the store says they changed. On failure the last good
+    /// snapshot stays in place; the failure is logged, counted and kept for `/readyz`.
+    pub async fn refresh<S: Store>(&self, store: &S, metrics: &Metrics) {
+        if let Err(error) = self.try_refresh(store, metrics).await {
+            tracing::warn!(store = %store.describe(), error = %error, "rules refresh failed; serving the last good rules");
+            Metrics::increment(&metrics.rules_refresh_failures);
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.last_error = Some(error.to_string());
+            state.last_error_at = Some(SystemTime::now());
+        }
+    }
+
+    async fn try_refresh<S: Store>(
+        &self,
+        store: &S,
+        metrics: &Metrics,
+    ) -> Result<(), crate::store::StoreError> {
+        let stamp = store.rules_stamp().await?;
+        let unchanged = stamp.is_some() && self.state().stamp == stamp;
+        if unchanged && self.current.load().is_some() {
+            return Ok(());
+        }
+        let stored = match store.load_rules().await {
+            Ok(stored) => stored,
+            Err(error) => {
+                // Remember the stamp: the same stored rules would fail the same way, so
+                // they are tried again when they change (or while none are loaded).
+                self.state
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .stamp = stamp;
+                return Err(error);
+            }
+        };
+        let (rules, rejected) = RuleSet::build(stored);
+        for Rejected { rule, reason } in &rejected {
+            tracing::warn!(app = %rule.app, env = %rule.channel, reason = %reason, "rule left out of the snapshot");
+        }
+        tracing::info!(
+            rules = rules.len(),
+            rejected = rejected.len(),
+            "rules loaded"
+        );
+        metrics
+            .rules_served
+            .store(rules.len() as u64, Ordering::Relaxed);
+        metrics
+            .rules_rejected
+            .store(rejected.len() as u64, Ordering::Relaxed);
+        self.current.store(Some(Arc::new(RulesSnapshot {
+            rules,
+            loaded_at: SystemTime::now(),
+            rejected: rejected.len(),
+        })));
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *state = RefreshState {
+            stamp,
+            ..RefreshState::default()
+        };
+        Ok(())
+    }
+
+    /// Refreshes every `interval` until `stop` is cancelled.
+    pub async fn keep_fresh<S: Store>(
+        &self,
+        store: &S,
+        metrics: &Metrics,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.refresh(store, metrics).await,
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The embedded store: a directory holding `rules.json` and `objects/<key>`.
+//!
+//! Every write goes to a temporary file in the same directory, is synced, and is then
+//! renamed into place, so a reader (the origin) sees the old file or the new one, never
+//! a torn one. Writers of `rules.json` take an exclusive lock on `.lock` so that two
+//! `seed` runs never lose each other's rules.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use fleetpack_resolver::{ObjectLocation, Rule};
+
+use super::{ObjectDigests, RulesStamp, Store, StoreError, StoreObject};
+use crate::digest::digest_file;
+
+const RULES_FILE: &str = "rules.json";
+const OBJECTS_DIR: &str = "objects";
+const TMP_DIR: &str = "tmp";
+const LOCK_FILE: &str = ".lock";
+
+/// A store in a local directory; see the module documentation for its layout.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens the store at `root`, creating the directory layout when it is missing.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in [root.join(OBJECTS_DIR), root.join(TMP_DIR)] {
+            fs::create_dir_all(&dir).map_err(StoreError::io("cannot create directory", &dir))?;
+        }
+        Ok(LocalStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn rules_path(&self) -> PathBuf {
+        self.root.join(RULES_FILE)
+    }
+
+    /// The file of an object. Keys are checked by `ObjectLocation::parse` to be relative
+    /// paths without `.` or `..` segments, so the result stays below `objects/`.
+    fn object_path(&self, object: &ObjectLocation) -> PathBuf {
+        self.root.join(OBJECTS_DIR).join(&object.key)
+    }
+
+    fn read_rules(path: &Path) -> Result<Vec<Rule>, StoreError> {
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(StoreError::io("cannot read rules file", path)(error)),
+        };
+        serde_json::from_slice(&text).map_err(|source| StoreError::BadRulesFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn put_rule_blocking(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
+        let lock_path = self.root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io("cannot open lock file", &lock_path))?;
+        lock.lock()
+            .map_err(StoreError::io("cannot lock", &lock_path))?;
+        let rules_path = self.rules_path();
+        let mut rules = Self::read_rules(&rules_path)?;
+        let same_slot = |other: &Rule| {
+            other.app.eq_ignore_ascii_case(&rule.app)
+                && other.channel.eq_ignore_ascii_case(&rule.channel)
+        };
+        let replaced = rules
+            .iter()
+            .position(same_slot)
+            .map(|index| rules.remove(index));
+        rules.push(rule);
+        rules.sort_by(|a, b| (&a.app, &a.channel).cmp(&(&b.app, &b.channel)));
+        let mut json =
+            serde_json::to_vec_pretty(&rules).map_err(|source| StoreError::BadRulesFile {
+                path: rules_path.clone(),
+                source,
+            })?;
+        json.push(b'\n');
+        self.write_atomically(&rules_path, |file| file.write_all(&json))?;
+        Ok(replaced)
+    }
+
+    fn put_object_blocking(
+        &self,
+        object: &ObjectLocation,
+        source: &Path,
+    ) -> Result<(), StoreError> {
+        let target = self.object_path(object);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(StoreError::io("cannot create directory", parent))?;
+        }
+        let mut input = File::open(source).map_err(StoreError::io("cannot open", source))?;
+        self.write_atomically(&target, |file| io::copy(&mut input, file).map(drop))
+    }
+
+    /// Writes a temporary file with `fill`, syncs it and renames it to `target`.
+    fn write_atomically(
+        &self,
+        target: &Path,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let tmp_dir = self.root.join(TMP_DIR);
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(StoreError::io(
+            "cannot create a temporary file in",
+            &tmp_dir,
+        ))?;
+        fill(tmp.as_file_mut())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(StoreError::io("cannot write", tmp.path()))?;
+        tmp.persist(target)
+            .map_err(|error| StoreError::io("cannot rename into place", target)(error.error))?;
+        if let Some(parent) = target.parent() {
+            File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(StoreError::io("cannot sync directory", parent))?;
+        }
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("local store at {}", self.root.display())
+    }
+
+    async fn load_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let path = self.rules_path();
+        blocking(move || Self::read_rules(&path)).await
+    }
+
+    async fn rules_stamp(&self) -> Result<Option<RulesStamp>, StoreError> {
+        // Every write renames a new file into place, so the inode changes with each one.
+        match tokio::fs::metadata(self.rules_path()).await {
+            Ok(meta) => Ok(Some(format!(
+                "{}:{}:{}:{}",
+                meta.dev(),
+                meta.ino(),
+                meta.mtime_nsec(),
+                meta.len()
+            ))),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Some("absent".to_owned())),
+            Err(error) => Err(StoreError::io("cannot read rules file", self.rules_path())(
+                error,
+            )),
+        }
+    }
+
+    async fn open_object(&self, object: &ObjectLocation) -> Result<StoreObject, StoreError> {
+        let path = self.object_path(object);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingObject {
+                    key: object.key.clone(),
+                });
+            }
+            Err(error) => return Err(StoreError::io("cannot open", path)(error)),
+        };
+        let len = file
+            .metadata()
+            .await
+            .map_err(StoreError::io("cannot read metadata of", &path))?
+            .len();
+        Ok(StoreObject {
+            len,
+            reader: Box::pin(file),
+        })
+    }
+
+    fn location(&self, key: &str) -> ObjectLocation {
+        ObjectLocation {
+            bucket: None,
+            key: key.to_owned(),
+        }
+    }
+
+    async fn object_md5(&self, object: &ObjectLocation) -> Result<Option<String>, StoreError> {
+        let path = self.object_path(object);
+        blocking(move || match digest_file(&path) {
+            Ok(digests) => Ok(Some(digests.md5)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StoreError::io("cannot read", path)(error)),
+        })
+        .await
+    }
+
+    async fn put_object(
+        &self,
+        object: &ObjectLocation,
+        source: PathBuf,
+        _digests: &ObjectDigests,
+    ) -> Result<(), StoreError> {
+        let store = self.clone();
+        let object = object.clone();
+        blocking(move || store.put_object_blocking(&object, &source)).await
+    }
+
+    async fn put_rule(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
+        let store = self.clone();
+        blocking(move || store.put_rule_blocking(rule)).await
+    }
+}

@@ -1,0 +1,118 @@
+//! Where rules and binaries live. The one extension point of the origin: the local
+//! store (a directory, the default) and the AWS store (DynamoDB + S3) implement [`Store`].
+
+mod local;
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use fleetpack_resolver::{ObjectLocation, Rule};
+use tokio::io::AsyncRead;
+
+pub use local::LocalStore;
+
+/// A binary opened for streaming, with its exact length.
+pub struct StoreObject {
+    pub len: u64,
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl std::fmt::Debug for StoreObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreObject")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Digests and length of a binary, as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDigests {
+    pub md5: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A failed store operation. Messages name the object or file involved; they are for
+/// operators and logs, never sent to devices.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object `{key}` is not in the store")]
+    MissingObject { key: String },
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("rules file `{}` is not valid JSON of rules: {source}", path.display())]
+    BadRulesFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("url `{url}` names an object this store does not hold")]
+    ForeignObject { url: String },
+}
+
+impl StoreError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// An opaque token that changes whenever the stored rules change.
+pub type RulesStamp = String;
+
+/// Rules and binaries, read by the origin and written by `seed`.
+pub trait Store: Send + Sync + 'static {
+    /// One line naming the store, for logs and `/readyz`.
+    fn describe(&self) -> String;
+
+    /// Every stored rule, including disabled and invalid ones.
+    fn load_rules(&self) -> impl Future<Output = Result<Vec<Rule>, StoreError>> + Send;
+
+    /// A token that changes when the rules change, or `None` when the store cannot tell
+    /// cheaply (then the origin reloads on every refresh).
+    fn rules_stamp(&self) -> impl Future<Output = Result<Option<RulesStamp>, StoreError>> + Send;
+
+    /// Opens a binary for streaming.
+    fn open_object(
+        &self,
+        object: &ObjectLocation,
+    ) -> impl Future<Output = Result<StoreObject, StoreError>> + Send;
+
+    /// Where this store keeps the object with `key`.
+    fn location(&self, key: &str) -> ObjectLocation;
+
+    /// The MD5 of a stored object, or `None` when there is no such object.
+    fn object_md5(
+        &self,
+        object: &ObjectLocation,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Stores the file at `source` as `object`, replacing nothing: the caller has checked
+    /// that the object is absent.
+    fn put_object(
+        &self,
+        object: &ObjectLocation,
+        source: PathBuf,
+        digests: &ObjectDigests,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes `rule`, replacing the rule for the same app and channel (ignoring letter
+    /// case). Returns the rule it replaced.
+    fn put_rule(&self, rule: Rule)
+    -> impl Future<Output = Result<Option<Rule>, StoreError>> + Send;
+}

@@ -1,0 +1,620 @@
+use std::fmt;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::conditional::IfNoneMatch;
+use crate::query::PayloadType;
+use crate::rules::{ObjectLocation, Selection};
+
+/// Name of the JSON document that opens every package, and the metadata-only body.
+pub const DETAILS_FILE_NAME: &str = "package_details.json";
+/// Permission bits of every tar entry.
+pub const TAR_ENTRY_MODE: u32 = 0o644;
+/// Modification time of every tar entry, in seconds since the epoch.
+pub const TAR_ENTRY_MTIME: u64 = 0;
+/// Deflate level of every entry's segment (flate2's miniz_oxide backend).
+pub const DEFLATE_LEVEL: u32 = 6;
+/// Names everything besides the plan that decides an archive's bytes: the tar entry
+/// layout above and how each entry is compressed. It goes into every package ETag, so
+/// change it whenever any of the constants above or the compressor changes.
+pub const ARCHIVE_FORMAT: &str = "fleetpack-archive/1 ustar mode=644 uid=0 gid=0 mtime=0 deflate=miniz_oxide/6 segment-per-entry";
+/// The same for the metadata-only JSON body.
+pub const METADATA_FORMAT: &str = "fleetpack-metadata/1";
+
+/// Whether an entry's binary goes into the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryStatus {
+    /// The device does not have it: the binary is sent (`"status_code": 200`).
+    Send,
+    /// The device listed its digest in `If-None-Match` (`"status_code": 304`).
+    NotModified,
+}
+
+impl EntryStatus {
+    pub fn code(self) -> u16 {
+        match self {
+            EntryStatus::Send => 200,
+            EntryStatus::NotModified => 304,
+        }
+    }
+}
+
+/// One app of a package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanEntry {
+    pub app: String,
+    pub channel: String,
+    pub version: String,
+    pub url: String,
+    pub object: ObjectLocation,
+    pub md5: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub mandatory: bool,
+    pub status: EntryStatus,
+}
+
+impl PlanEntry {
+    /// The binary's name in the tar: `<app>_<version>`.
+    pub fn file_name(&self) -> String {
+        format!("{}_{}", self.app, self.version)
+    }
+}
+
+/// A strong entity tag: 32 lowercase hex digits, a digest of everything that decides the
+/// response's bytes, so every origin instance computes the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// The tag without quotes.
+    pub fn opaque(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0)
+    }
+}
+
+/// What a response carries: the selected apps in a fixed order, which of them are sent,
+/// the `package_details.json` document and the response's ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagePlan {
+    payload: PayloadType,
+    entries: Vec<PlanEntry>,
+    details: Vec<u8>,
+    etag: ETag,
+}
+
+impl PackagePlan {
+    /// Marks every selected binary whose MD5 or SHA-256 the device listed as not
+    /// modified, renders the details document and derives the ETag.
+    pub fn new(
+        selection: &Selection<'_>,
+        if_none_match: &IfNoneMatch,
+        payload: PayloadType,
+    ) -> Self {
+        let entries: Vec<PlanEntry> = selection
+            .items
+            .iter()
+            .map(|selected| {
+                let rule = selected.rule;
+                let known = if_none_match.has_digest(&rule.md5)
+                    || rule
+                        .sha256
+                        .as_deref()
+                        .is_some_and(|sha| if_none_match.has_digest(sha));
+                PlanEntry {
+                    app: rule.app.clone(),
+                    channel: rule.channel.clone(),
+                    version: rule.version.clone(),
+                    url: rule.url.clone(),
+                    object: selected.object.clone(),
+                    md5: rule.md5.clone(),
+                    sha256: rule.sha256.clone(),
+                    size: rule.size,
+                    mandatory: rule.mandatory,
+                    status: if known {
+                        EntryStatus::NotModified
+                    } else {
+                        EntryStatus::Send
+                    },
+                }
+            })
+            .collect();
+        let details = render_details(&entries);
+        let format = match payload {
+            PayloadType::FullPayload => ARCHIVE_FORMAT,
+            PayloadType::MetadataOnly => METADATA_FORMAT,
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(format.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(&details);
+        let etag = ETag(hex::encode(&hasher.finalize()[..16]));
+        PackagePlan {
+            payload,
+            entries,
+            details,
+            etag,
+        }
+    }
+
+    pub fn payload(&self) -> PayloadType {
+        self.payload
+    }
+
+    /// Every selected app, the OS app first, then by app name.
+    pub fn entries(&self) -> &[PlanEntry] {
+        &self.entries
+    }
+
+    /// The entries whose binaries go into the package, in package order.
+    pub fn to_send(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.status == EntryStatus::Send)
+    }
+
+    /// `package_details.json`: the metadata-only body and the first file of a package.
+    pub fn details_json(&self) -> &[u8] {
+        &self.details
+    }
+
+    pub fn etag(&self) -> &ETag {
+        &self.etag
+    }
+
+    /// Whether the answer is 304 Not Modified: the device has every selected binary, or
+    /// `If-None-Match` names this very response (or is `*`).
+    pub fn is_not_modified(&self, if_none_match: &IfNoneMatch) -> bool {
+        self.to_send().next().is_none() || if_none_match.matches(&self.etag)
+    }
+}
+
+/// The AWS sample's shape, `{"<app>": {"latestVersion", "url", "status_code"}}`, with
+/// fields added after those three and never renamed.
+fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
+    struct Details<'a>(&'a [PlanEntry]);
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Detail<'a> {
+        latest_version: &'a str,
+        url: &'a str,
+        #[serde(rename = "status_code")]
+        status_code: u16,
+        channel: &'a str,
+        md5: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sha256: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        mandatory: bool,
+    }
+
+    impl Serialize for Details<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for entry in self.0 {
+                let detail = Detail {
+                    latest_version: &entry.version,
+                    url: &entry.url,
+                    status_code: entry.status.code(),
+                    channel: &entry.channel,
+                    md5: &entry.md5,
+                    sha256: entry.sha256.as_deref(),
+                    size: entry.size,
+                    mandatory: entry.mandatory,
+                };
+                map.serialize_entry(&entry.app, &detail)?;
+            }
+            map.end()
+        }
+    }
+
+    let mut json = serde_json::to_vec_pretty(&Details(entries))
+        .expect("serializing strings and numbers into memory cannot fail");
+    json.push(b'\n');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::tests::{build, demo_fleet, demo_set, rule};
+    use crate::{DeviceQuery, Rule, RuleSet};
+
+    const SAMPLE_QUERY: &str = "cpuArch=armv8&attrGamer=prod&attrCellular=prod";
+
+    fn plan(set: &RuleSet, raw: &str, if_none_match: &[&str]) -> PackagePlan {
+        let query = DeviceQuery::parse(raw).expect("a valid query");
+        let selection = set.resolve(&query).expect("a package");
+        let if_none_match = IfNoneMatch::parse(if_none_match.iter().map(|line| line.as_bytes()))
+            .expect("a valid If-None-Match");
+        PackagePlan::new(&selection, &if_none_match, query.payload())
+    }
+
+    fn statuses(plan: &PackagePlan) -> Vec<(&str, u16)> {
+        plan.entries()
+            .iter()
+            .map(|entry| (entry.app.as_str(), entry.status.code()))
+            .collect()
+    }
+
+    fn md5(set: &RuleSet, app: &str) -> String {
+        set.get(app, "prod").expect("a prod rule").md5.clone()
+    }
+
+    fn header(tags: &[&str]) -> IfNoneMatch {
+        IfNoneMatch::parse(tags.iter().map(|tag| tag.as_bytes())).expect("a valid If-None-Match")
+    }
+
+    #[test]
+    fn without_if_none_match_every_binary_is_sent() {
+        let set = demo_set();
+        let plan = plan(&set, SAMPLE_QUERY, &[]);
+        assert_eq!(
+            statuses(&plan),
+            [
+                ("os_armv8", 200),
+                ("modemFW", 200),
+                ("scoreboard", 200),
+                ("videoStreamer", 200)
+            ]
+        );
+        assert_eq!(plan.to_send().count(), 4);
+        assert_eq!(plan.payload(), PayloadType::FullPayload);
+        assert!(!plan.is_not_modified(&IfNoneMatch::default()));
+    }
+
+    #[test]
+    fn listed_md5_marks_its_entry_not_modified() {
+        let set = demo_set();
+        let os = md5(&set, "os_armv8");
+        for line in [
+            os.clone(),
+            format!("\"{os}\""),
+            format!("W/\"{os}\""),
+            os.to_ascii_uppercase(),
+        ] {
+            let plan = plan(&set, SAMPLE_QUERY, &[&line]);
+            assert_eq!(
+                statuses(&plan),
+                [
+                    ("os_armv8", 304),
+                    ("modemFW", 200),
+                    ("scoreboard", 200),
+                    ("videoStreamer", 200)
+                ],
+                "{line}"
+            );
+            let sent: Vec<_> = plan.to_send().map(PlanEntry::file_name).collect();
+            assert_eq!(
+                sent,
+                ["modemFW_1.0", "scoreboard_1.0.0", "videoStreamer_0.0.1"]
+            );
+            assert!(!plan.is_not_modified(&header(&[&line])));
+        }
+    }
+
+    #[test]
+    fn listed_sha256_marks_its_entry_not_modified() {
+        let sha256 = "c0ffee".repeat(10) + "abcd";
+        let mut fleet = demo_fleet();
+        fleet.push(Rule {
+            sha256: Some(sha256.clone()),
+            ..rule("firmware", "prod", "3.0.0", &["gamer"])
+        });
+        let set = build(fleet);
+        let plan = plan(
+            &set,
+            "cpuArch=armv8&attrGamer=prod",
+            &[&sha256.to_ascii_uppercase()],
+        );
+        assert_eq!(
+            statuses(&plan),
+            [
+                ("os_armv8", 200),
+                ("firmware", 304),
+                ("scoreboard", 200),
+                ("videoStreamer", 200)
+            ]
+        );
+    }
+
+    #[test]
+    fn unrelated_tags_mark_nothing() {
+        let set = demo_set();
+        let plan = plan(
+            &set,
+            SAMPLE_QUERY,
+            &["0123456789abcdef0123456789abcdef, W/\"x\""],
+        );
+        assert_eq!(plan.to_send().count(), 4);
+    }
+
+    #[test]
+    fn every_binary_known_is_not_modified() {
+        let set = demo_set();
+        let tags: Vec<String> = ["os_armv8", "modemFW", "scoreboard", "videoStreamer"]
+            .iter()
+            .map(|app| md5(&set, app))
+            .collect();
+        let all = tags.join(", ");
+        let known = plan(&set, SAMPLE_QUERY, &[&all]);
+        assert_eq!(
+            statuses(&known),
+            [
+                ("os_armv8", 304),
+                ("modemFW", 304),
+                ("scoreboard", 304),
+                ("videoStreamer", 304)
+            ]
+        );
+        assert_eq!(known.to_send().count(), 0);
+        assert!(known.is_not_modified(&header(&[&all])));
+
+        let three = tags[..3].join(",");
+        let partly = plan(&set, SAMPLE_QUERY, &[&three]);
+        assert!(!partly.is_not_modified(&header(&[&three])));
+        let two_lines = plan(&set, SAMPLE_QUERY, &[&three, &tags[3]]);
+        assert!(two_lines.is_not_modified(&header(&[&three, &tags[3]])));
+    }
+
+    #[test]
+    fn own_entity_tag_in_any_form_is_not_modified() {
+        let set = demo_set();
+        let unconditional = plan(&set, SAMPLE_QUERY, &[]);
+        let etag = unconditional.etag();
+        for line in [
+            etag.to_string(),
+            format!("W/{etag}"),
+            etag.opaque().to_owned(),
+            etag.opaque().to_ascii_uppercase(),
+            format!("abc, {etag}"),
+        ] {
+            // The ETag is no binary's digest: every entry is still sent, so the plan is
+            // the very response the tag names.
+            let conditional = plan(&set, SAMPLE_QUERY, &[&line]);
+            assert_eq!(conditional.to_send().count(), 4, "{line}");
+            assert_eq!(conditional.etag(), etag, "{line}");
+            assert!(conditional.is_not_modified(&header(&[&line])), "{line}");
+        }
+    }
+
+    #[test]
+    fn star_is_not_modified() {
+        let plan = plan(&demo_set(), SAMPLE_QUERY, &["*"]);
+        assert_eq!(plan.to_send().count(), 4);
+        assert!(plan.is_not_modified(&header(&["*"])));
+    }
+
+    #[test]
+    fn other_entity_tag_is_modified() {
+        let set = demo_set();
+        let beta = plan(&set, "cpuArch=armv8&os=beta", &[]);
+        let prod = plan(&set, "cpuArch=armv8", &[]);
+        assert!(!prod.is_not_modified(&header(&[&beta.etag().to_string()])));
+        assert!(!prod.is_not_modified(&header(&["\"*\""])));
+    }
+
+    #[test]
+    fn entries_carry_the_selected_rules() {
+        let set = build(vec![Rule {
+            sha256: Some("ab".repeat(32)),
+            size: Some(1024),
+            mandatory: true,
+            url: "s3://bucket/os/os_armv8_1.1.0".to_owned(),
+            ..rule("os_armv8", "prod", "1.1.0", &[])
+        }]);
+        let plan = plan(&set, "cpuArch=armv8", &[]);
+        let rule = set.get("os_armv8", "prod").expect("the rule");
+        assert_eq!(
+            plan.entries(),
+            [PlanEntry {
+                app: "os_armv8".to_owned(),
+                channel: "prod".to_owned(),
+                version: "1.1.0".to_owned(),
+                url: "s3://bucket/os/os_armv8_1.1.0".to_owned(),
+                object: ObjectLocation {
+                    bucket: Some("bucket".to_owned()),
+                    key: "os/os_armv8_1.1.0".to_owned()
+                },
+                md5: rule.md5.clone(),
+                sha256: Some("ab".repeat(32)),
+                size: Some(1024),
+                mandatory: true,
+                status: EntryStatus::Send,
+            }]
+        );
+        assert_eq!(plan.entries()[0].file_name(), "os_armv8_1.1.0");
+    }
+
+    #[test]
+    fn details_json_has_the_sample_shape_plus_added_fields() {
+        let set = build(vec![
+            Rule {
+                md5: "0123456789abcdef0123456789abcdef".to_owned(),
+                sha256: Some("ab".repeat(32)),
+                size: Some(1024),
+                mandatory: true,
+                ..rule("os_armv8", "prod", "1.1.0", &[])
+            },
+            Rule {
+                md5: "fedcba9876543210fedcba9876543210".to_owned(),
+                ..rule("scoreboard", "prod", "1.0.0", &["gamer"])
+            },
+        ]);
+        let plan = plan(
+            &set,
+            "cpuArch=armv8&attrGamer=prod",
+            &["fedcba9876543210fedcba9876543210"],
+        );
+        let expected = format!(
+            r#"{{
+  "os_armv8": {{
+    "latestVersion": "1.1.0",
+    "url": "local://os_armv8_1.1.0",
+    "status_code": 200,
+    "channel": "prod",
+    "md5": "0123456789abcdef0123456789abcdef",
+    "sha256": "{}",
+    "size": 1024,
+    "mandatory": true
+  }},
+  "scoreboard": {{
+    "latestVersion": "1.0.0",
+    "url": "local://scoreboard_1.0.0",
+    "status_code": 304,
+    "channel": "prod",
+    "md5": "fedcba9876543210fedcba9876543210"
+  }}
+}}
+"#,
+            "ab".repeat(32)
+        );
+        assert_eq!(String::from_utf8_lossy(plan.details_json()), expected);
+    }
+
+    #[test]
+    fn details_json_lists_apps_in_plan_order() {
+        let set = demo_set();
+        let os = md5(&set, "os_armv8");
+        let plan = plan(&set, SAMPLE_QUERY, &[&os]);
+        let json: serde_json::Value = serde_json::from_slice(plan.details_json()).expect("JSON");
+        assert_eq!(
+            json["os_armv8"],
+            serde_json::json!({
+                "latestVersion": "1.1.0", "url": "local://os_armv8_1.1.0", "status_code": 304,
+                "channel": "prod", "md5": os,
+            })
+        );
+        assert_eq!(json["modemFW"]["latestVersion"], "1.0");
+        assert_eq!(json["modemFW"]["status_code"], 200);
+        assert_eq!(json["scoreboard"]["latestVersion"], "1.0.0");
+        assert_eq!(json["videoStreamer"]["latestVersion"], "0.0.1");
+        assert_eq!(json.as_object().map(|apps| apps.len()), Some(4));
+
+        let text = String::from_utf8_lossy(plan.details_json());
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {text}"))
+        };
+        let apps = [
+            "\"os_armv8\"",
+            "\"modemFW\"",
+            "\"scoreboard\"",
+            "\"videoStreamer\"",
+        ]
+        .map(at);
+        assert!(apps.is_sorted(), "{apps:?}");
+        let fields = [
+            "\"latestVersion\"",
+            "\"url\"",
+            "\"status_code\"",
+            "\"channel\"",
+            "\"md5\"",
+        ]
+        .map(at);
+        assert!(fields.is_sorted(), "{fields:?}");
+        assert!(fields[4] < apps[1]);
+    }
+
+    #[test]
+    fn etag_is_32_lowercase_hex_digits_of_the_format_and_details() {
+        let plan = plan(&demo_set(), SAMPLE_QUERY, &[]);
+        let opaque = plan.etag().opaque();
+        assert_eq!(opaque.len(), 32);
+        assert!(
+            opaque
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{opaque}"
+        );
+        assert_eq!(plan.etag().to_string(), format!("\"{opaque}\""));
+        let mut hasher = Sha256::new();
+        hasher.update(format!("{ARCHIVE_FORMAT}\n").as_bytes());
+        hasher.update(plan.details_json());
+        assert_eq!(opaque, hex::encode(&hasher.finalize()[..16]));
+    }
+
+    #[test]
+    fn etag_is_the_same_for_equal_inputs() {
+        let mut reversed = demo_fleet();
+        reversed.reverse();
+        let one = plan(&demo_set(), SAMPLE_QUERY, &[]);
+        let two = plan(
+            &build(reversed),
+            "attrCellular=PROD&CPUARCH=armv8&attrgamer=prod",
+            &[],
+        );
+        assert_eq!(one.etag(), two.etag());
+        assert_eq!(one, two);
+    }
+
+    #[test]
+    fn etag_differs_between_full_payload_and_metadata_only() {
+        let set = demo_set();
+        let full = plan(&set, SAMPLE_QUERY, &[]);
+        let metadata = plan(
+            &set,
+            &format!("{SAMPLE_QUERY}&payloadType=metadataOnly"),
+            &[],
+        );
+        assert_eq!(metadata.payload(), PayloadType::MetadataOnly);
+        assert_eq!(full.details_json(), metadata.details_json());
+        assert_ne!(full.etag(), metadata.etag());
+    }
+
+    #[test]
+    fn etag_differs_when_a_status_changes() {
+        let set = demo_set();
+        let sent = plan(&set, SAMPLE_QUERY, &[]);
+        let known = plan(&set, SAMPLE_QUERY, &[&md5(&set, "scoreboard")]);
+        assert_ne!(sent.etag(), known.etag());
+    }
+
+    #[test]
+    fn etag_differs_when_a_version_or_digest_changes() {
+        let base = plan(&demo_set(), SAMPLE_QUERY, &[]);
+        let changed = |change: fn(&mut Rule)| {
+            let mut fleet = demo_fleet();
+            for rule in fleet.iter_mut().filter(|rule| rule.app == "modemFW") {
+                change(rule);
+            }
+            plan(&build(fleet), SAMPLE_QUERY, &[]).etag().clone()
+        };
+        let bumped = changed(|rule| rule.version = "1.0.1".to_owned());
+        let rebuilt = changed(|rule| rule.md5 = "00000000000000000000000000000000".to_owned());
+        let hashed = changed(|rule| rule.sha256 = Some("0".repeat(64)));
+        let etags = [base.etag(), &bumped, &rebuilt, &hashed];
+        for (i, a) in etags.iter().enumerate() {
+            for b in &etags[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn entry_status_codes_are_200_and_304() {
+        assert_eq!(EntryStatus::Send.code(), 200);
+        assert_eq!(EntryStatus::NotModified.code(), 304);
+    }
+
+    #[test]
+    fn archive_format_names_the_entry_layout_constants() {
+        // The ETag covers these constants only through ARCHIVE_FORMAT.
+        assert!(ARCHIVE_FORMAT.contains(&format!(" mode={:o} ", TAR_ENTRY_MODE)));
+        assert!(ARCHIVE_FORMAT.contains(&format!(" mtime={TAR_ENTRY_MTIME} ")));
+        assert!(ARCHIVE_FORMAT.contains(&format!("/{DEFLATE_LEVEL} ")));
+        assert_ne!(ARCHIVE_FORMAT, METADATA_FORMAT);
+        assert_eq!(DETAILS_FILE_NAME, "package_details.json");
+    }
+}

@@ -1,0 +1,610 @@
+use std::borrow::Cow;
+
+use crate::ident::{excerpt, is_ident_bytes};
+
+/// Longest query string accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 2048;
+/// Most parameters accepted in one query.
+pub const MAX_PARAMETERS: usize = 32;
+
+const ATTRIBUTE_PREFIX: &str = "attr";
+const DEFAULT_CHANNEL: &str = "prod";
+
+/// What the device wants in the response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PayloadType {
+    /// A gzip tar of the binaries and `package_details.json` (the default).
+    FullPayload,
+    /// Only the JSON that describes the package.
+    MetadataOnly,
+}
+
+impl PayloadType {
+    /// The value as a device spells it in `payloadType=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadType::FullPayload => "fullPayload",
+            PayloadType::MetadataOnly => "metadataOnly",
+        }
+    }
+}
+
+/// One `attr<Name>=<channel>` or `<app>=<channel>` parameter, both parts in ASCII lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector {
+    pub name: String,
+    pub channel: String,
+}
+
+/// A device's query, validated. Every name and value is in ASCII lowercase, and the
+/// attribute and pin lists are sorted, so the same request in another parameter order
+/// or letter case gives an equal value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceQuery {
+    cpu_arch: String,
+    os_channel: String,
+    payload: PayloadType,
+    attributes: Vec<Selector>,
+    pins: Vec<Selector>,
+}
+
+/// Why a query string was refused. Every message names the problem and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("the query string is {len} bytes long; send at most {MAX_QUERY_BYTES} bytes")]
+    TooLong { len: usize },
+    #[error("the query has more than {MAX_PARAMETERS} parameters; send at most {MAX_PARAMETERS}")]
+    TooManyParameters,
+    #[error(
+        "parameter name `{name}` is not valid: use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
+    BadName { name: String },
+    #[error(
+        "parameter `{name}` has the value `{value}`, which is not valid: use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
+    BadValue { name: String, value: String },
+    #[error("parameter `{name}` is given more than once (names ignore letter case); send it once")]
+    Repeated { name: String },
+    #[error("`{text}` is not valid percent-encoding: write a byte as '%' and two hex digits")]
+    BadEncoding { text: String },
+    #[error("the required parameter `cpuArch` is missing; add it, for example `cpuArch=armv8`")]
+    MissingCpuArch,
+    #[error(
+        "payloadType `{value}` is not supported; use `fullPayload` (the default) or `metadataOnly`"
+    )]
+    BadPayloadType { value: String },
+}
+
+impl DeviceQuery {
+    /// Parses the raw query string of a request (the part after `?`, still percent-encoded).
+    ///
+    /// Names and channel values ignore letter case. Empty `&&` segments are skipped.
+    pub fn parse(raw: &str) -> Result<Self, QueryError> {
+        if raw.len() > MAX_QUERY_BYTES {
+            return Err(QueryError::TooLong { len: raw.len() });
+        }
+        let mut params: Vec<(String, String, &str)> = Vec::new();
+        for part in raw.split('&').filter(|part| !part.is_empty()) {
+            if params.len() == MAX_PARAMETERS {
+                return Err(QueryError::TooManyParameters);
+            }
+            let (raw_name, raw_value) = part.split_once('=').unwrap_or((part, ""));
+            let name = percent_decode(raw_name)?;
+            if !is_ident_bytes(&name) {
+                return Err(QueryError::BadName {
+                    name: excerpt(raw_name),
+                });
+            }
+            let value = percent_decode(raw_value)?;
+            if !is_ident_bytes(&value) {
+                return Err(QueryError::BadValue {
+                    name: excerpt(raw_name),
+                    value: excerpt(raw_value),
+                });
+            }
+            let name = lowercase_ident(&name);
+            if params.iter().any(|(seen, _, _)| *seen == name) {
+                return Err(QueryError::Repeated {
+                    name: excerpt(raw_name),
+                });
+            }
+            params.push((name, lowercase_ident(&value), raw_value));
+        }
+        Self::from_params(params)
+    }
+
+    fn from_params(params: Vec<(String, String, &str)>) -> Result<Self, QueryError> {
+        let mut cpu_arch = None;
+        let mut os_channel = None;
+        let mut payload = PayloadType::FullPayload;
+        let mut attributes = Vec::new();
+        let mut pins = Vec::new();
+        for (name, value, raw_value) in params {
+            match name.as_str() {
+                "cpuarch" => cpu_arch = Some(value),
+                "os" => os_channel = Some(value),
+                "payloadtype" => {
+                    payload = match value.as_str() {
+                        "fullpayload" => PayloadType::FullPayload,
+                        "metadataonly" => PayloadType::MetadataOnly,
+                        _ => {
+                            return Err(QueryError::BadPayloadType {
+                                value: excerpt(raw_value),
+                            });
+                        }
+                    }
+                }
+                _ => match name.strip_prefix(ATTRIBUTE_PREFIX) {
+                    Some(attribute) if !attribute.is_empty() => attributes.push(Selector {
+                        name: attribute.to_owned(),
+                        channel: value,
+                    }),
+                    _ => pins.push(Selector {
+                        name,
+                        channel: value,
+                    }),
+                },
+            }
+        }
+        attributes.sort();
+        pins.sort();
+        Ok(DeviceQuery {
+            cpu_arch: cpu_arch.ok_or(QueryError::MissingCpuArch)?,
+            os_channel: os_channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned()),
+            payload,
+            attributes,
+            pins,
+        })
+    }
+
+    /// The device's CPU architecture; selects the app `os_<cpuArch>`.
+    pub fn cpu_arch(&self) -> &str {
+        &self.cpu_arch
+    }
+
+    /// The channel of the OS image (`os=`, default `prod`).
+    pub fn os_channel(&self) -> &str {
+        &self.os_channel
+    }
+
+    /// The name of the OS app this device runs: `os_<cpuArch>`, lowercase.
+    pub fn os_app(&self) -> String {
+        format!("os_{}", self.cpu_arch)
+    }
+
+    pub fn payload(&self) -> PayloadType {
+        self.payload
+    }
+
+    /// `attr<Name>=<channel>` parameters, sorted by name.
+    pub fn attributes(&self) -> &[Selector] {
+        &self.attributes
+    }
+
+    /// `<app>=<channel>` parameters, sorted by app.
+    pub fn pins(&self) -> &[Selector] {
+        &self.pins
+    }
+}
+
+fn lowercase_ident(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| b.to_ascii_lowercase() as char)
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Result<Cow<'_, [u8]>, QueryError> {
+    if !text.contains('%') {
+        return Ok(Cow::Borrowed(text.as_bytes()));
+    }
+    let bad = || QueryError::BadEncoding {
+        text: excerpt(text),
+    };
+    let mut decoded = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(byte) = bytes.next() {
+        if byte == b'%' {
+            let high = bytes.next().and_then(hex_value).ok_or_else(bad)?;
+            let low = bytes.next().and_then(hex_value).ok_or_else(bad)?;
+            decoded.push(high << 4 | low);
+        } else {
+            decoded.push(byte);
+        }
+    }
+    Ok(Cow::Owned(decoded))
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|value| value as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> DeviceQuery {
+        DeviceQuery::parse(raw).expect("a valid query")
+    }
+
+    fn error(raw: &str) -> QueryError {
+        DeviceQuery::parse(raw).expect_err("an invalid query")
+    }
+
+    fn selector(name: &str, channel: &str) -> Selector {
+        Selector {
+            name: name.to_owned(),
+            channel: channel.to_owned(),
+        }
+    }
+
+    fn bad_value(name: &str, value: &str) -> QueryError {
+        QueryError::BadValue {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    #[test]
+    fn cpu_arch_alone_means_prod_os_and_full_payload() {
+        let query = parse("cpuArch=armv8");
+        assert_eq!(query.cpu_arch(), "armv8");
+        assert_eq!(query.os_channel(), "prod");
+        assert_eq!(query.os_app(), "os_armv8");
+        assert_eq!(query.payload(), PayloadType::FullPayload);
+        assert_eq!(query.attributes(), []);
+        assert_eq!(query.pins(), []);
+    }
+
+    #[test]
+    fn os_parameter_sets_the_os_channel() {
+        assert_eq!(parse("cpuArch=armv8&os=beta").os_channel(), "beta");
+    }
+
+    #[test]
+    fn missing_cpu_arch_is_rejected() {
+        assert_eq!(error("os=beta&attrGamer=prod"), QueryError::MissingCpuArch);
+        assert_eq!(error(""), QueryError::MissingCpuArch);
+        assert_eq!(error("&&"), QueryError::MissingCpuArch);
+    }
+
+    #[test]
+    fn payload_type_accepts_both_values_in_any_case() {
+        for (raw, payload) in [
+            ("fullPayload", PayloadType::FullPayload),
+            ("FULLPAYLOAD", PayloadType::FullPayload),
+            ("fullpayload", PayloadType::FullPayload),
+            ("metadataOnly", PayloadType::MetadataOnly),
+            ("METADATAonly", PayloadType::MetadataOnly),
+            ("metadataonly", PayloadType::MetadataOnly),
+        ] {
+            let query = parse(&format!("cpuArch=armv8&payloadType={raw}"));
+            assert_eq!(query.payload(), payload, "payloadType={raw}");
+        }
+        assert_eq!(
+            parse("cpuArch=armv8&PAYLOADTYPE=metadataOnly").payload(),
+            PayloadType::MetadataOnly
+        );
+    }
+
+    #[test]
+    fn unknown_payload_type_is_rejected() {
+        assert_eq!(
+            error("cpuArch=armv8&payloadType=tarball"),
+            QueryError::BadPayloadType {
+                value: "tarball".to_owned()
+            }
+        );
+        assert_eq!(
+            error("cpuArch=armv8&payloadType=JSON"),
+            QueryError::BadPayloadType {
+                value: "JSON".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn payload_type_as_str_is_the_device_spelling() {
+        assert_eq!(PayloadType::FullPayload.as_str(), "fullPayload");
+        assert_eq!(PayloadType::MetadataOnly.as_str(), "metadataOnly");
+    }
+
+    #[test]
+    fn repeated_parameter_is_rejected() {
+        assert_eq!(
+            error("cpuArch=armv8&cpuArch=armv8"),
+            QueryError::Repeated {
+                name: "cpuArch".to_owned()
+            }
+        );
+        assert_eq!(
+            error("cpuArch=armv8&scoreboard=prod&scoreboard=beta"),
+            QueryError::Repeated {
+                name: "scoreboard".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn parameter_repeated_in_another_case_is_rejected() {
+        assert_eq!(
+            error("cpuArch=armv8&os=beta&OS=prod"),
+            QueryError::Repeated {
+                name: "OS".to_owned()
+            }
+        );
+        assert_eq!(
+            error("cpuArch=armv8&attrGamer=prod&ATTRgamer=prod"),
+            QueryError::Repeated {
+                name: "ATTRgamer".to_owned()
+            }
+        );
+        assert_eq!(
+            error("cpuArch=armv8&videoStreamer=beta&videostreamer=prod"),
+            QueryError::Repeated {
+                name: "videostreamer".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn parameter_repeated_through_percent_encoding_is_rejected() {
+        assert_eq!(
+            error("cpuArch=armv8&os=beta&%6Fs=prod"),
+            QueryError::Repeated {
+                name: "%6Fs".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn names_and_values_of_64_chars_are_accepted() {
+        let name = "n".repeat(64);
+        let value = "v".repeat(64);
+        let query = parse(&format!("cpuArch={value}&{name}={value}"));
+        assert_eq!(query.cpu_arch(), value);
+        assert_eq!(query.pins(), [selector(&name, &value)]);
+    }
+
+    #[test]
+    fn name_of_65_chars_is_rejected() {
+        let name = "n".repeat(65);
+        assert_eq!(
+            error(&format!("cpuArch=armv8&{name}=prod")),
+            QueryError::BadName {
+                name: format!("{}...", &name[..64])
+            }
+        );
+    }
+
+    #[test]
+    fn value_of_65_chars_is_rejected() {
+        let value = "v".repeat(65);
+        let shown = format!("{}...", &value[..64]);
+        assert_eq!(
+            error(&format!("cpuArch={value}")),
+            bad_value("cpuArch", &shown)
+        );
+    }
+
+    #[test]
+    fn empty_value_and_missing_equals_sign_are_rejected() {
+        assert_eq!(error("cpuArch="), bad_value("cpuArch", ""));
+        assert_eq!(error("cpuArch"), bad_value("cpuArch", ""));
+        assert_eq!(error("cpuArch=armv8&os"), bad_value("os", ""));
+    }
+
+    #[test]
+    fn empty_name_is_rejected() {
+        assert_eq!(
+            error("cpuArch=armv8&=prod"),
+            QueryError::BadName {
+                name: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn values_outside_the_identifier_characters_are_rejected() {
+        for value in [
+            "arm v8",
+            "arm+v8",
+            "arm/v8",
+            "armv8=x",
+            "a%20b",
+            "a%2Fb",
+            "a%26os=beta",
+            "%C3%A9",
+            "é",
+            "a;b",
+            "a*",
+        ] {
+            assert_eq!(
+                error(&format!("cpuArch={value}")),
+                bad_value("cpuArch", value),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_outside_the_identifier_characters_are_rejected() {
+        for name in ["a b", "a+b", "a/b", "%2E%2F", "%C3%A9", "é", "attr:gamer"] {
+            assert_eq!(
+                error(&format!("cpuArch=armv8&{name}=prod")),
+                QueryError::BadName {
+                    name: name.to_owned()
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn dots_underscores_and_hyphens_are_valid_characters() {
+        let query = parse("cpuArch=..&os=a_b-c.d&my.app-1_x=..");
+        assert_eq!(query.cpu_arch(), "..");
+        assert_eq!(query.os_channel(), "a_b-c.d");
+        assert_eq!(query.pins(), [selector("my.app-1_x", "..")]);
+    }
+
+    #[test]
+    fn thirty_two_parameters_are_accepted() {
+        let mut raw = "cpuArch=armv8".to_owned();
+        for n in 0..31 {
+            raw.push_str(&format!("&p{n}=prod"));
+        }
+        assert_eq!(parse(&raw).pins().len(), 31);
+    }
+
+    #[test]
+    fn thirty_three_parameters_are_rejected() {
+        let mut raw = "cpuArch=armv8".to_owned();
+        for n in 0..32 {
+            raw.push_str(&format!("&p{n}=prod"));
+        }
+        assert_eq!(error(&raw), QueryError::TooManyParameters);
+    }
+
+    #[test]
+    fn empty_segments_are_skipped_and_not_counted() {
+        let mut raw = "&&cpuArch=armv8&&".to_owned();
+        for n in 0..31 {
+            raw.push_str(&format!("p{n}=prod&&&"));
+        }
+        let query = parse(&raw);
+        assert_eq!(query.cpu_arch(), "armv8");
+        assert_eq!(query.pins().len(), 31);
+    }
+
+    #[test]
+    fn query_of_2048_bytes_is_accepted() {
+        let raw = format!("cpuArch=armv8{}", "&".repeat(MAX_QUERY_BYTES - 13));
+        assert_eq!(raw.len(), 2048);
+        assert_eq!(parse(&raw).cpu_arch(), "armv8");
+    }
+
+    #[test]
+    fn query_of_2049_bytes_is_rejected_before_anything_else() {
+        let raw = format!("cpuArch=armv8{}", "&".repeat(MAX_QUERY_BYTES - 12));
+        assert_eq!(error(&raw), QueryError::TooLong { len: 2049 });
+        assert_eq!(error(&"%".repeat(2049)), QueryError::TooLong { len: 2049 });
+    }
+
+    #[test]
+    fn percent_encoded_bytes_are_decoded() {
+        assert_eq!(parse("cpuArch=armv%38"), parse("cpuArch=armv8"));
+        assert_eq!(
+            parse("cpu%41rch=armv8&%6fs=b%65ta"),
+            parse("cpuArch=armv8&os=beta")
+        );
+        assert_eq!(parse("cpuArch=%2E%2e").cpu_arch(), "..");
+    }
+
+    #[test]
+    fn bad_percent_encoding_is_rejected() {
+        for (raw, text) in [
+            ("cpuArch=armv%G1", "armv%G1"),
+            ("cpuArch=armv%4", "armv%4"),
+            ("cpuArch=armv%", "armv%"),
+            ("cpuArch=%%41", "%%41"),
+            ("cpuArch=%é1", "%é1"),
+            ("cpu%ZZrch=armv8", "cpu%ZZrch"),
+        ] {
+            assert_eq!(
+                error(raw),
+                QueryError::BadEncoding {
+                    text: text.to_owned()
+                },
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn attr_prefix_selects_a_lowercase_attribute() {
+        let query = parse("cpuArch=armv8&attrGamer=PROD");
+        assert_eq!(query.attributes(), [selector("gamer", "prod")]);
+        assert_eq!(query.pins(), []);
+    }
+
+    #[test]
+    fn parameter_named_exactly_attr_is_an_app_pin() {
+        let query = parse("cpuArch=armv8&ATTR=beta");
+        assert_eq!(query.attributes(), []);
+        assert_eq!(query.pins(), [selector("attr", "beta")]);
+    }
+
+    #[test]
+    fn names_and_values_are_lowercased() {
+        let query = parse(
+            "CPUARCH=ARMv8&OS=Beta&VideoStreamer=BETA&AttrCamera=Prod&payloadtype=MetadataOnly",
+        );
+        assert_eq!(query.cpu_arch(), "armv8");
+        assert_eq!(query.os_app(), "os_armv8");
+        assert_eq!(query.os_channel(), "beta");
+        assert_eq!(query.payload(), PayloadType::MetadataOnly);
+        assert_eq!(query.attributes(), [selector("camera", "prod")]);
+        assert_eq!(query.pins(), [selector("videostreamer", "beta")]);
+    }
+
+    #[test]
+    fn attributes_and_pins_are_sorted_whatever_the_parameter_order() {
+        let query = parse("zeta=prod&attrZ=beta&cpuArch=armv8&alpha=beta&attrA=prod&mid=x");
+        assert_eq!(
+            query.attributes(),
+            [selector("a", "prod"), selector("z", "beta")]
+        );
+        assert_eq!(
+            query.pins(),
+            [
+                selector("alpha", "beta"),
+                selector("mid", "x"),
+                selector("zeta", "prod")
+            ]
+        );
+        assert_eq!(
+            query,
+            parse("mid=x&attrA=prod&alpha=beta&cpuArch=armv8&attrZ=beta&zeta=prod")
+        );
+        assert_eq!(
+            query,
+            parse("MID=X&ATTRa=PROD&Alpha=Beta&CpuArch=ARMV8&attrz=BETA&ZETA=prod")
+        );
+    }
+
+    #[test]
+    fn error_messages_name_the_offending_input() {
+        let cases = [
+            ("cpuArch=armv8&payloadType=tarball", "`tarball`"),
+            ("cpuArch=armv8&os=beta&OS=prod", "`OS`"),
+            ("cpuArch=armv8&bad%20name=prod", "`bad%20name`"),
+            ("cpuArch=arm+v8", "`cpuArch` has the value `arm+v8`"),
+            ("cpuArch=armv%G1", "`armv%G1`"),
+            ("os=beta", "`cpuArch` is missing"),
+        ];
+        for (raw, needle) in cases {
+            let message = error(raw).to_string();
+            assert!(message.contains(needle), "{raw}: {message}");
+        }
+        assert_eq!(
+            QueryError::TooLong { len: 4000 }.to_string(),
+            "the query string is 4000 bytes long; send at most 2048 bytes"
+        );
+        assert_eq!(
+            QueryError::TooManyParameters.to_string(),
+            "the query has more than 32 parameters; send at most 32"
+        );
+    }
+
+    #[test]
+    fn long_offending_input_is_cut_short_in_errors() {
+        let name = "n".repeat(500);
+        assert_eq!(
+            error(&format!("cpuArch=armv8&{name}=prod")),
+            QueryError::BadName {
+                name: format!("{}...", "n".repeat(64))
+            }
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests over real HTTP (filled in the next commit).
