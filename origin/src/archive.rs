@@ -25,6 +25,8 @@ use crate::store::StoreObject;
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// An empty final deflate block with fixed Huffman codes: ends the deflate stream.
 pub const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+/// A final deflate block of the reserved type 3 (RFC 1951, 3.2.3): invalid everywhere.
+const INVALID_BLOCK: [u8; 1] = [0x07];
 
 const TAR_BLOCK: usize = 512;
 const READ_CHUNK: usize = 128 * 1024;
@@ -119,6 +121,15 @@ impl<'a, W: AsyncWrite + Unpin> Segment<'a, W> {
     async fn finish(mut self) -> io::Result<()> {
         self.encoder.flush().await
     }
+
+    /// Ends the deflate stream with a block of the reserved type, which every inflater
+    /// refuses.
+    async fn poison(mut self) -> io::Result<()> {
+        self.encoder.flush().await?;
+        let out = self.encoder.get_mut();
+        out.write_all(&INVALID_BLOCK).await?;
+        out.flush().await
+    }
 }
 
 /// Writes a whole package: `package_details.json`, then each object in order.
@@ -146,7 +157,13 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
         let header = tar_header(&entry.file_name(), object.len)?;
         let mut segment = Segment::start(out, &mut totals);
         segment.write(header.as_bytes()).await?;
-        copy_checked(&mut segment, &entry, object, &mut buf).await?;
+        if let Err(error) = copy_checked(&mut segment, &entry, object, &mut buf).await {
+            // The connection is aborted next, but a client that ignores that must not
+            // decode a shorter archive either: Python's tarfile takes a gzip stream cut at
+            // an entry boundary for the end of the archive.
+            let _ = segment.poison().await;
+            return Err(error);
+        }
         segment.finish().await?;
     }
 
@@ -202,4 +219,155 @@ async fn copy_checked<W: AsyncWrite + Unpin>(
     }
     segment.write(padding(len)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use fleetpack_resolver::{ARCHIVE_FORMAT, EntryStatus, ObjectLocation};
+    use sha2::{Digest as _, Sha256};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::*;
+
+    /// Hands out its bytes in reads of varying, awkward sizes, as network streams do.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        sizes: &'static [usize],
+        turn: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let size = self.sizes[self.turn % self.sizes.len()];
+            self.turn += 1;
+            let end = (self.at + size.min(buf.remaining())).min(self.data.len());
+            buf.put_slice(&self.data[self.at..end]);
+            self.at = end;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Half text (compressible), half pseudo-random (not).
+    fn sample_binary() -> Vec<u8> {
+        let mut data: Vec<u8> = (0..150_000u32)
+            .map(|i| b"fleetpack sample binary\n"[i as usize % 24])
+            .collect();
+        let mut state = 0x9e37_79b9_u32;
+        data.extend((0..150_000).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        }));
+        data
+    }
+
+    fn object(data: &[u8], sizes: &'static [usize]) -> PackageObject {
+        PackageObject {
+            entry: PlanEntry {
+                app: "demo".to_owned(),
+                channel: "prod".to_owned(),
+                version: "1.0.0".to_owned(),
+                url: "local://demo_1.0.0".to_owned(),
+                object: ObjectLocation::parse("local://demo_1.0.0").expect("valid url"),
+                md5: hex::encode(Md5::digest(data)),
+                sha256: None,
+                size: Some(data.len() as u64),
+                mandatory: false,
+                status: EntryStatus::Send,
+            },
+            object: StoreObject {
+                len: data.len() as u64,
+                reader: Box::pin(Trickle {
+                    data: data.to_vec(),
+                    at: 0,
+                    sizes,
+                    turn: 0,
+                }),
+            },
+        }
+    }
+
+    async fn package(sizes: &'static [usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_package(&mut out, b"{}\n", vec![object(&sample_binary(), sizes)])
+            .await
+            .expect("package written");
+        out
+    }
+
+    #[tokio::test]
+    async fn package_bytes_do_not_depend_on_how_reads_are_cut() {
+        let smooth = package(&[READ_CHUNK]).await;
+        let rough = package(&[1, 7, 4096, 65_539, 300]).await;
+        assert!(smooth == rough, "the same input compressed to other bytes");
+    }
+
+    /// Pins the bytes of a package. When this fails, the archive format changed (tar
+    /// layout, deflate backend or level, segment framing): bump `ARCHIVE_FORMAT` so that
+    /// ETags change with the bytes, then update the digest here.
+    #[tokio::test]
+    async fn package_bytes_match_the_archive_format() {
+        let bytes = package(&[READ_CHUNK]).await;
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            "cce696713646a02bc24fcc6122fddb757deacdacc50039973e60b2741066a51d",
+            "{ARCHIVE_FORMAT}"
+        );
+    }
+
+    #[tokio::test]
+    async fn package_is_one_gzip_member_holding_the_tar() {
+        let bytes = package(&[READ_CHUNK]).await;
+        let mut decoder = flate2::read::GzDecoder::new(&bytes[..]);
+        let mut tar = Vec::new();
+        decoder.read_to_end(&mut tar).expect("valid gzip");
+        let binary = sample_binary();
+        assert_eq!(
+            tar.len(),
+            512 + 512 + 512 + binary.len().div_ceil(512) * 512 + 1024
+        );
+        assert_eq!(&tar[..20], b"package_details.json");
+        assert_eq!(&tar[512..515], b"{}\n");
+        assert_eq!(&tar[1024..1040], b"demo_1.0.0\0\0\0\0\0\0");
+        assert_eq!(&tar[1536..1536 + binary.len()], &binary[..]);
+        assert!(tar[tar.len() - 1024..].iter().all(|&b| b == 0));
+    }
+
+    #[tokio::test]
+    async fn a_binary_that_differs_from_its_rule_fails_the_package() {
+        let data = sample_binary();
+        let mut forged = object(&data, &[READ_CHUNK]);
+        forged.entry.md5 = hex::encode(Md5::digest(b"other bytes"));
+        let mut out = Vec::new();
+        let error = write_package(&mut out, b"{}\n", vec![forged])
+            .await
+            .expect_err("a digest mismatch fails");
+        assert!(
+            matches!(error, ArchiveError::DigestMismatch { .. }),
+            "{error}"
+        );
+        // Whatever was written must not decode as a whole archive.
+        let mut decoder = flate2::read::GzDecoder::new(&out[..]);
+        assert!(decoder.read_to_end(&mut Vec::new()).is_err());
+
+        let mut short = object(&data, &[READ_CHUNK]);
+        short.object.len += 1;
+        let error = write_package(&mut Vec::new(), b"{}\n", vec![short])
+            .await
+            .expect_err("a length mismatch fails");
+        assert!(
+            matches!(error, ArchiveError::LengthMismatch { .. }),
+            "{error}"
+        );
+    }
 }

@@ -28,7 +28,7 @@ pub fn empty() -> Body {
 /// [`SINK_CHUNK`]-sized chunks, this bounds a download's buffered bytes.
 const CHANNEL_CHUNKS: usize = 4;
 /// Bytes gathered before they are handed on as one chunk.
-const SINK_CHUNK: usize = 64 * 1024;
+pub(crate) const SINK_CHUNK: usize = 64 * 1024;
 
 /// A body fed by a writer task through [`ChannelSink`]. An `Err` item aborts the
 /// response: hyper then closes the connection without ending the chunked body, so
@@ -36,7 +36,8 @@ const SINK_CHUNK: usize = 64 * 1024;
 pub fn channel() -> (ChannelSink, Body) {
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let sink = ChannelSink {
-        sender: PollSender::new(sender),
+        sender: PollSender::new(sender.clone()),
+        raw: sender,
         pending: BytesMut::new(),
     };
     (sink, ChannelBody { receiver }.boxed())
@@ -69,8 +70,12 @@ impl HttpBody for ChannelBody {
 #[derive(Debug)]
 pub struct ChannelSink {
     sender: PollSender<io::Result<Bytes>>,
+    raw: mpsc::Sender<io::Result<Bytes>>,
     pending: BytesMut,
 }
+
+/// Sent after the last real bytes of an aborted body; see [`ChannelSink::abort`].
+static FILLER: [u8; SINK_CHUNK] = [0; SINK_CHUNK];
 
 impl ChannelSink {
     /// Whether the client has gone away (the body was dropped).
@@ -78,14 +83,33 @@ impl ChannelSink {
         self.sender.is_closed()
     }
 
-    /// Aborts the response with `error`.
+    /// Aborts the response with `error`, after the bytes written so far.
+    ///
+    /// hyper drops the response bytes it still buffers when a body fails, and it buffers
+    /// up to its write-buffer limit (the server's `max_buf_size`, smaller than
+    /// [`SINK_CHUNK`]). So two chunks of filler follow the real bytes, and the error is
+    /// sent only once the connection has taken them: by then every real byte has gone to
+    /// the socket. The filler itself is never decoded, since whoever aborts ends the real
+    /// bytes with something no decoder accepts.
     pub async fn abort(mut self, error: io::Error) {
-        if std::future::poll_fn(|cx| self.sender.poll_reserve(cx))
-            .await
-            .is_ok()
+        use tokio::io::AsyncWriteExt;
+        if self.flush().await.is_err() {
+            return;
+        }
+        for _ in 0..2 {
+            if self
+                .raw
+                .send(Ok(Bytes::from_static(&FILLER)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Ok(mut permits) = self.raw.reserve_many(CHANNEL_CHUNKS).await
+            && let Some(permit) = permits.next()
         {
-            // The receiver may vanish in between; then there is nobody left to tell.
-            let _ = self.sender.send_item(Err(error));
+            permit.send(Err(error));
         }
     }
 

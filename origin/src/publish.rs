@@ -125,6 +125,23 @@ pub async fn publish<S: Store>(
             true
         }
     };
+    let same_rule = stored_rules.iter().find(|other| {
+        let republished = Rule {
+            created_at: other.created_at.clone(),
+            ..rule.clone()
+        };
+        **other == republished
+    });
+    if let Some(existing) = same_rule
+        && !uploaded
+    {
+        // Publishing the same release again changes nothing, not even `createdAt`.
+        return Ok(Published {
+            rule: existing.clone(),
+            replaced: Some(existing.clone()),
+            uploaded,
+        });
+    }
     let replaced = store.put_rule(rule.clone()).await?;
     Ok(Published {
         rule,

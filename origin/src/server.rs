@@ -20,7 +20,10 @@ use crate::store::Store;
 
 /// Largest request head accepted (request line and headers); `If-None-Match` alone may
 /// take 8 KiB.
+/// hyper also caps its write buffer at this size; `ChannelSink::abort` relies on it being
+/// smaller than a body chunk.
 const MAX_REQUEST_HEAD: usize = 32 * 1024;
+const _: () = assert!(MAX_REQUEST_HEAD < crate::body::SINK_CHUNK);
 
 /// Serves `store` on `listener` until `shutdown` completes, then stops accepting and
 /// lets running responses finish for at most `config.shutdown_grace`.
