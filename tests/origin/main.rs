@@ -1,1 +1,14 @@
-//! Integration tests over real HTTP (filled in the next commit).
+//! The origin over real HTTP: the device API of DESIGN.md against the demo fleet, with
+//! packages read by GNU tar and Python's tarfile, and the built `fleetpack-origin` and
+//! `fleetpack-seed` binaries (run `cargo build --workspace --bins` first).
+
+mod conditional;
+mod decode;
+mod determinism;
+mod errors;
+mod harness;
+mod health;
+mod integrity;
+mod methods;
+mod sample;
+mod seed_cli;

@@ -1,0 +1,480 @@
+//! Origins over real sockets (in this process or as the built binary), a small HTTP/1.1
+//! client, and what the demo fleet should look like to a device.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use fleetpack_origin::config::ServeConfig;
+use fleetpack_origin::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
+use fleetpack_origin::store::LocalStore;
+use http::header::HOST;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Size of every demo binary: big enough for several tar blocks and deflate blocks.
+pub const DEMO_SIZE: u64 = 64 * 1024;
+
+pub const CACHE_CONTROL_OK: &str =
+    "public, max-age=100, s-maxage=100, stale-while-revalidate=60, stale-if-error=86400";
+pub const CACHE_CONTROL_4XX: &str = "public, max-age=10";
+
+/// The AWS sample README's four device queries.
+pub const SAMPLE_QUERIES: [&str; 4] = [
+    "cpuArch=armv8",
+    "cpuArch=armv8&os=beta",
+    "cpuArch=armv8&attrGamer=prod",
+    "cpuArch=armv8&attrGamer=prod&attrCellular=prod",
+];
+pub const FULL_SAMPLE: &str = SAMPLE_QUERIES[3];
+
+/// A fresh local store holding the demo fleet.
+pub async fn demo_store() -> (TempDir, LocalStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalStore::open(dir.path()).expect("open local store");
+    let outcomes = publish_demo(&store, DEMO_SIZE)
+        .await
+        .expect("publish demo fleet");
+    assert_eq!(outcomes.len(), DEMO_FLEET.len());
+    for (demo, outcome) in outcomes {
+        outcome.unwrap_or_else(|error| panic!("publish {} {}: {error}", demo.app, demo.version));
+    }
+    (dir, store)
+}
+
+/// An origin served by `fleetpack_origin::server::run` on this test's runtime.
+#[derive(Debug)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub store: LocalStore,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub dir: TempDir,
+}
+
+impl Origin {
+    pub async fn demo() -> Self {
+        let (dir, store) = demo_store().await;
+        Self::serve(dir, store).await
+    }
+
+    pub async fn serve(dir: TempDir, store: LocalStore) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(fleetpack_origin::server::run(
+            listener,
+            store.clone(),
+            ServeConfig::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Origin {
+            addr,
+            store,
+            shutdown: Some(shutdown),
+            dir,
+        }
+    }
+
+    pub fn object_path(&self, app: &str, version: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("objects")
+            .join(format!("{app}_{version}"))
+    }
+
+    pub async fn get(&self, target: &str) -> Response {
+        request(self.addr, Method::GET, target, &[]).await
+    }
+
+    pub async fn get_with(&self, target: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.addr, Method::GET, target, headers).await
+    }
+
+    /// The value of one line of `/metrics`, e.g. `fleetpack_packages_aborted_total`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let metrics = self.get("/metrics").await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        let text = metrics.text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no metric `{name}` in:\n{text}"))
+            .parse()
+            .expect("a counter")
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Directory of the workspace's built binaries: the parent of `deps/`, which holds this test.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps")
+        .to_owned()
+}
+
+/// A built binary of the workspace, e.g. `fleetpack-origin`, as a command that ignores
+/// the caller's `FLEETPACK_*` settings. `cargo test` does not build other packages'
+/// binaries, so a binary older than the sources would test old code: refuse it.
+pub fn command(name: &str) -> Command {
+    let path = bin_dir().join(name);
+    let rebuild = "run `cargo build --workspace --bins` first";
+    let built = std::fs::metadata(&path)
+        .and_then(|meta| meta.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for source in ["origin/src", "seed/src", "resolver/src"] {
+        if let Some((newest, changed)) = newest_file(&workspace.join(source)) {
+            assert!(
+                changed <= built,
+                "{} is older than {}: {rebuild}",
+                path.display(),
+                newest.display()
+            );
+        }
+    }
+    let mut command = Command::new(path);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FLEETPACK_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn newest_file(path: &Path) -> Option<(PathBuf, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return Some((path.to_owned(), meta.modified().ok()?));
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| newest_file(&entry.ok()?.path()))
+        .max_by_key(|(_, modified)| *modified)
+}
+
+/// A `fleetpack-origin` process serving a local store; killed on drop.
+#[derive(Debug)]
+pub struct OriginProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    // Held open: the process may still print.
+    _stdout: BufReader<ChildStdout>,
+    _logs: TempDir,
+}
+
+impl OriginProcess {
+    pub fn spawn(data_dir: &Path) -> Self {
+        let logs = tempfile::tempdir().expect("temp dir");
+        let log_path = logs.path().join("stderr");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = command("fleetpack-origin")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fleetpack-origin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let prefix = "fleetpack-origin listening on http://";
+        let addr = loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).expect("read origin stdout") == 0 {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "fleetpack-origin exited before listening; stderr:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            if let Some(addr) = line.trim_end().strip_prefix(prefix) {
+                break addr.parse().expect("a socket address");
+            }
+        };
+        OriginProcess {
+            addr,
+            child,
+            _stdout: stdout,
+            _logs: logs,
+        }
+    }
+
+    pub async fn get(&self, target: &str) -> Response {
+        request(self.addr, Method::GET, target, &[]).await
+    }
+}
+
+impl Drop for OriginProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read to its end, or to the error that cut its body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Why the body did not end cleanly (an aborted connection), if it did not.
+    pub body_error: Option<String>,
+}
+
+impl Response {
+    /// The single value of `name`; panics when it is absent or repeated.
+    pub fn header(&self, name: &str) -> &str {
+        let mut values = self.headers.get_all(name).iter();
+        let value = values
+            .next()
+            .unwrap_or_else(|| panic!("no `{name}` header in {:?}", self.headers));
+        assert!(values.next().is_none(), "`{name}` repeated");
+        value.to_str().expect("ASCII header")
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.contains_key(name)
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("UTF-8 body")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {:?}", self.body))
+    }
+
+    /// The ETag, checked to be strong, quoted and 32 lowercase hex digits.
+    pub fn etag(&self) -> &str {
+        let etag = self.header("etag");
+        let opaque = etag
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("ETag {etag} is not a strong quoted tag"));
+        assert!(
+            opaque.len() == 32
+                && opaque
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "ETag {etag} is not 32 lowercase hex digits"
+        );
+        etag
+    }
+
+    /// Checks a `{"error": message}` response with its status and 4xx caching.
+    pub fn assert_error(&self, status: StatusCode, message: &str) {
+        assert_eq!(self.status, status, "body: {:?}", self.body);
+        assert_eq!(self.header("content-type"), "application/json");
+        assert_eq!(self.json(), json!({ "error": message }));
+        if status.is_client_error() {
+            assert_eq!(self.header("cache-control"), CACHE_CONTROL_4XX);
+        }
+        assert!(!self.has_header("etag"));
+    }
+}
+
+/// Sends one request on a new connection and reads the whole response; panics when the
+/// body is cut (see [`request_allowing_abort`]).
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let response = request_allowing_abort(addr, method, target, headers).await;
+    if let Some(error) = &response.body_error {
+        panic!("GET {target}: body cut: {error}");
+    }
+    response
+}
+
+/// Like [`request`], but a body that ends in an error is returned with that error.
+pub async fn request_allowing_abort(
+    addr: SocketAddr,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let stream = TcpStream::connect(addr).await.expect("connect to origin");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header(HOST, addr.to_string());
+    for &(name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder.body(Empty::<Bytes>::new()).expect("valid request");
+    let response = sender.send_request(request).await.expect("response head");
+    let (parts, mut body) = response.into_parts();
+    let mut bytes = BytesMut::new();
+    let body_error = loop {
+        match body.frame().await {
+            None => break None,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => break Some(error.to_string()),
+        }
+    };
+    Response {
+        status: parts.status,
+        headers: parts.headers,
+        body: bytes.freeze(),
+        body_error,
+    }
+}
+
+/// Writes `request` as is and reads until the server closes: the exact bytes on the wire.
+pub async fn raw_exchange(addr: SocketAddr, request: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to origin");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut received = Vec::new();
+    // A reset after an abort is an end too; what arrived before it is what counts.
+    let _ = stream.read_to_end(&mut received).await;
+    received
+}
+
+/// Polls `condition` until it holds, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A demo binary as the device should receive it.
+#[derive(Debug)]
+pub struct DemoBinary {
+    pub release: DemoRelease,
+    pub bytes: Vec<u8>,
+    pub md5: String,
+    pub sha256: String,
+}
+
+/// The demo binary of `app` on `channel`, regenerated independently of the store.
+pub fn demo_binary(app: &str, channel: &str) -> &'static DemoBinary {
+    static BINARIES: OnceLock<Vec<DemoBinary>> = OnceLock::new();
+    let binaries = BINARIES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        DEMO_FLEET
+            .iter()
+            .map(|release| {
+                let path = dir
+                    .path()
+                    .join(format!("{}_{}", release.app, release.version));
+                write_demo_binary(release, DEMO_SIZE, &path).expect("write demo binary");
+                let bytes = std::fs::read(&path).expect("read demo binary");
+                DemoBinary {
+                    release: *release,
+                    md5: hex::encode(Md5::digest(&bytes)),
+                    sha256: hex::encode(Sha256::digest(&bytes)),
+                    bytes,
+                }
+            })
+            .collect()
+    });
+    binaries
+        .iter()
+        .find(|binary| binary.release.app == app && binary.release.channel == channel)
+        .unwrap_or_else(|| panic!("no demo release {app} on {channel}"))
+}
+
+/// `package_details.json` of the demo apps `(app, channel)`, in the given order; the apps
+/// in `known` are reported as not modified.
+pub fn expected_details(apps: &[(&str, &str)], known: &[&str]) -> Value {
+    let entries = apps.iter().map(|&(app, channel)| {
+        let binary = demo_binary(app, channel);
+        let version = binary.release.version;
+        let status = if known.contains(&app) { 304 } else { 200 };
+        let detail = json!({
+            "latestVersion": version,
+            "url": format!("local://{app}_{version}"),
+            "status_code": status,
+            "channel": channel,
+            "md5": binary.md5,
+            "sha256": binary.sha256,
+            "size": DEMO_SIZE,
+        });
+        (app.to_owned(), detail)
+    });
+    Value::Object(entries.collect())
+}
+
+/// The keys of a JSON object in the order the text has them (serde_json's map sorts them).
+pub fn object_keys(text: &[u8]) -> Vec<String> {
+    let value: Value = serde_json::from_slice(text).expect("JSON text");
+    assert!(value.is_object(), "not a JSON object: {value}");
+    let mut keys = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut expect_key) = (0, false, false, false);
+    let mut start = 0;
+    for (at, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => {
+                    in_string = false;
+                    if expect_key {
+                        let key = serde_json::from_slice(&text[start..=at]).expect("key");
+                        keys.push(key);
+                        expect_key = false;
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                start = at;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'}' | b']' => depth -= 1,
+            b',' => expect_key = depth == 1,
+            _ => {}
+        }
+    }
+    keys
+}

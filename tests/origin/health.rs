@@ -1,0 +1,120 @@
+//! Liveness, readiness and the background refresh of the rules snapshot.
+
+use std::time::Duration;
+
+use fleetpack_origin::publish::{Release, publish};
+use http::StatusCode;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::decode::{Member, decode_both};
+use crate::harness::{Origin, eventually, expected_details, object_keys};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_ok_and_readyz_reports_nine_rules() {
+    let origin = Origin::demo().await;
+    let health = origin.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.header("content-type"), "text/plain");
+    assert_eq!(health.header("cache-control"), "no-store");
+    assert_eq!(health.text(), "ok\n");
+
+    let ready = origin.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.header("content-type"), "application/json");
+    assert_eq!(ready.header("cache-control"), "no-store");
+    let report = ready.json();
+    assert_eq!(report["ready"], json!(true));
+    assert_eq!(report["rules"], json!(9));
+    assert_eq!(report["rejectedRules"], json!(0));
+    assert_eq!(report["lastRefreshError"], Value::Null);
+    assert_eq!(
+        report["store"],
+        json!(format!("local store at {}", origin.dir.path().display()))
+    );
+}
+
+async fn served_rules(origin: &Origin) -> Value {
+    origin.get("/readyz").await.json()["rules"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
+    let origin = Origin::demo().await;
+    let target = "/package?cpuArch=armv8&attrGamer=prod&payloadType=metadataOnly";
+    let before = origin.get(target).await;
+    assert_eq!(
+        object_keys(&before.body),
+        ["os_armv8", "scoreboard", "videoStreamer"]
+    );
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let binary = scratch.path().join("thermostat.bin");
+    let bytes: Vec<u8> = (0..70_000u32).map(|n| (n * 7 % 251) as u8).collect();
+    std::fs::write(&binary, &bytes).expect("write binary");
+    // An upper-case name sorts between the others only when case is ignored.
+    let release = Release {
+        app: "Thermostat".to_owned(),
+        channel: "prod".to_owned(),
+        version: "3.1.0".to_owned(),
+        cpu_arch: None,
+        attributes: vec!["gamer".to_owned()],
+        mandatory: true,
+        enabled: true,
+    };
+    publish(&origin.store, &release, &binary)
+        .await
+        .expect("publish while serving");
+
+    eventually(Duration::from_secs(10), "tenth rule served", || async {
+        served_rules(&origin).await == json!(10)
+    })
+    .await;
+    let after = origin.get(target).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(
+        object_keys(&after.body),
+        ["os_armv8", "scoreboard", "Thermostat", "videoStreamer"]
+    );
+    let md5 = hex::encode(Md5::digest(&bytes));
+    let mut expected = expected_details(
+        &[
+            ("os_armv8", "prod"),
+            ("scoreboard", "prod"),
+            ("videoStreamer", "prod"),
+        ],
+        &[],
+    );
+    expected["Thermostat"] = json!({
+        "latestVersion": "3.1.0",
+        "url": "local://Thermostat_3.1.0",
+        "status_code": 200,
+        "channel": "prod",
+        "md5": md5,
+        "sha256": hex::encode(Sha256::digest(&bytes)),
+        "size": bytes.len(),
+        "mandatory": true,
+    });
+    assert_eq!(after.json(), expected);
+    assert_ne!(after.etag(), before.etag());
+
+    let package = origin.get("/package?cpuArch=armv8&attrGamer=prod").await;
+    let members = decode_both(&package.body);
+    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "package_details.json",
+            "os_armv8_1.1.0",
+            "scoreboard_1.0.0",
+            "Thermostat_3.1.0",
+            "videoStreamer_0.0.1"
+        ]
+    );
+    assert_eq!(
+        members[0],
+        Member::expected("package_details.json", &after.body)
+    );
+    assert_eq!(members[3], Member::expected("Thermostat_3.1.0", &bytes));
+}

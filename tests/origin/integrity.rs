@@ -1,0 +1,102 @@
+//! A package whose binary cannot be sent intact is never delivered as if complete.
+
+use http::{Method, StatusCode};
+
+use crate::decode::{gnu_tar, python_tarfile};
+use crate::harness::{FULL_SAMPLE, Origin, demo_binary, raw_exchange, request_allowing_abort};
+
+const STORE_UNAVAILABLE: &str = "the package store is unavailable; retry later";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_changed_after_publish_aborts_the_package_mid_body() {
+    let origin = Origin::demo().await;
+    let original = &demo_binary("scoreboard", "prod").bytes;
+    let forged: Vec<u8> = original.iter().map(|b| !b).collect();
+    std::fs::write(origin.object_path("scoreboard", "1.0.0"), &forged).expect("replace object");
+
+    let target = format!("/package?{FULL_SAMPLE}");
+    let response = request_allowing_abort(origin.addr, Method::GET, &target, &[]).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("transfer-encoding"), "chunked");
+    assert!(
+        response.body_error.is_some(),
+        "the body ended cleanly after {} bytes",
+        response.body.len()
+    );
+    // A device that ignores the cut connection must still fail to decode: Python's `r|gz`
+    // checks no gzip trailer, so the origin ends the bytes with an invalid deflate block.
+    assert!(gnu_tar(&response.body).is_err(), "GNU tar read it whole");
+    assert!(
+        python_tarfile(&response.body).is_err(),
+        "Python's tarfile read it whole"
+    );
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 1);
+    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 0);
+
+    let wire = raw_exchange(
+        origin.addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(wire.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(
+        !wire.ends_with(b"\r\n0\r\n\r\n"),
+        "the chunked body was terminated"
+    );
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 2);
+
+    // Packages without that binary are unaffected.
+    let unaffected = origin.get("/package?cpuArch=armv8&attrCellular=prod").await;
+    assert_eq!(unaffected.status, StatusCode::OK);
+    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 1);
+}
+
+async fn assert_503_before_body(origin: &Origin) {
+    let response = origin.get(&format!("/package?{FULL_SAMPLE}")).await;
+    response.assert_error(StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE);
+    assert_eq!(response.header("retry-after"), "5");
+    assert_eq!(response.header("cache-control"), "no-store");
+    assert_eq!(
+        origin
+            .metric("fleetpack_responses_total{status=\"503\"}")
+            .await,
+        1
+    );
+    assert_eq!(origin.metric("fleetpack_packages_started_total").await, 0);
+    // Metadata needs no binary.
+    let metadata = origin
+        .get(&format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly"))
+        .await;
+    assert_eq!(metadata.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_is_503_with_retry_after_before_any_body() {
+    let origin = Origin::demo().await;
+    std::fs::remove_file(origin.object_path("modemFW", "1.0")).expect("delete object");
+    assert_503_before_body(&origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_of_another_length_is_503_before_any_body() {
+    let origin = Origin::demo().await;
+    let short = &demo_binary("videoStreamer", "prod").bytes[..1000];
+    std::fs::write(origin.object_path("videoStreamer", "0.0.1"), short).expect("replace object");
+    assert_503_before_body(&origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_of_a_package_reads_no_objects() {
+    let origin = Origin::demo().await;
+    let target = format!("/package?{FULL_SAMPLE}");
+    let before = request_allowing_abort(origin.addr, Method::HEAD, &target, &[]).await;
+    std::fs::remove_file(origin.object_path("modemFW", "1.0")).expect("delete object");
+    let head = request_allowing_abort(origin.addr, Method::HEAD, &target, &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-type"), "application/gzip");
+    assert_eq!(head.header("etag"), before.header("etag"));
+    assert_eq!(
+        origin.get(&target).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
