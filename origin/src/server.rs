@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
@@ -60,6 +61,9 @@ pub async fn run<S: Store>(
     // instead of being accepted and starved.
     let permits = Arc::new(Semaphore::new(app.config.max_connections));
     let graceful = GracefulShutdown::new();
+    // Owned here so that whatever outlives the grace period is cut when `run` returns,
+    // also when the runtime goes on (as in tests or an embedding program).
+    let mut connections = JoinSet::new();
     tracing::info!(address = %listener.local_addr()?, store = %app.store.describe(), "listening");
     tokio::pin!(shutdown);
     loop {
@@ -79,6 +83,7 @@ pub async fn run<S: Store>(
             },
             () = &mut shutdown => break,
         };
+        while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let connection = http.serve_connection(
@@ -86,7 +91,7 @@ pub async fn run<S: Store>(
             service_fn(move |request| service::handle(Arc::clone(&app), request)),
         );
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, "connection ended with an error");
             }

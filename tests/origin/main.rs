@@ -12,3 +12,4 @@ mod integrity;
 mod methods;
 mod sample;
 mod seed_cli;
+mod server;
