@@ -1,5 +1,5 @@
 //! Settings, in two stages: [`Options`] holds the raw flags and environment variables
-//! (checked without I/O by [`Options::into_config`]); `main` then turns the result into
+//! (checked without I/O by [`Options::check`]); `main` then turns the result into
 //! a store and a listener.
 
 use std::net::SocketAddr;
@@ -14,6 +14,16 @@ use http::HeaderValue;
 pub enum StoreKind {
     /// A local directory (`--data-dir`): no cloud account needed.
     Local,
+    /// A DynamoDB table (`--table`) and an S3 bucket (`--bucket`), reached through the
+    /// standard AWS configuration (AWS_REGION, AWS_ENDPOINT_URL, profiles, roles).
+    Aws,
+}
+
+/// A checked store choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    Local { data_dir: PathBuf },
+    Aws { table: String, bucket: String },
 }
 
 /// Where the rules and binaries are; shared by `fleetpack-origin` and `fleetpack-seed`.
@@ -26,6 +36,40 @@ pub struct StoreOptions {
     /// Directory of the local store (created when missing).
     #[arg(long, env = "FLEETPACK_DATA_DIR", default_value = "fleetpack-data")]
     pub data_dir: PathBuf,
+
+    /// DynamoDB table of the rules (AWS store).
+    #[arg(long, env = "FLEETPACK_TABLE")]
+    pub table: Option<String>,
+
+    /// S3 bucket of the binaries (AWS store).
+    #[arg(long, env = "FLEETPACK_BUCKET")]
+    pub bucket: Option<String>,
+}
+
+impl StoreOptions {
+    /// Checks that the chosen store has what it needs.
+    pub fn check(&self) -> Result<StoreChoice, ConfigError> {
+        match self.store {
+            StoreKind::Local => Ok(StoreChoice::Local {
+                data_dir: self.data_dir.clone(),
+            }),
+            StoreKind::Aws => {
+                let table = self.table.clone().ok_or(ConfigError::MissingTable)?;
+                let bucket = self.bucket.clone().ok_or(ConfigError::MissingBucket)?;
+                let table_ok = (3..=255).contains(&table.len())
+                    && table
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                if !table_ok {
+                    return Err(ConfigError::BadTable(table));
+                }
+                if !fleetpack_resolver::is_bucket_name(&bucket) {
+                    return Err(ConfigError::BadBucket(bucket));
+                }
+                Ok(StoreChoice::Aws { table, bucket })
+            }
+        }
+    }
 }
 
 /// fleetpack origin: assembles update packages for IoT devices behind a CDN.
@@ -95,9 +139,10 @@ pub struct ServeOptions {
     #[arg(long, env = "FLEETPACK_SHUTDOWN_GRACE", default_value = "30s")]
     pub shutdown_grace: humantime::Duration,
 
-    /// How often the store is checked for changed rules.
-    #[arg(long, env = "FLEETPACK_RULES_REFRESH", default_value = "1s")]
-    pub rules_refresh: humantime::Duration,
+    /// How often the store is checked for changed rules [default: 1s on the local store,
+    /// 30s on the AWS store, where each check scans the table].
+    #[arg(long, env = "FLEETPACK_RULES_REFRESH")]
+    pub rules_refresh: Option<humantime::Duration>,
 }
 
 /// A setting that cannot work, found before anything starts.
@@ -109,6 +154,16 @@ pub enum ConfigError {
     RefreshTooOften(humantime::Duration),
     #[error("--demo-size must be at most 1 GiB (1073741824 bytes), not {0}")]
     DemoTooLarge(u64),
+    #[error("--store aws needs --table (or FLEETPACK_TABLE): the DynamoDB table of the rules")]
+    MissingTable,
+    #[error("--store aws needs --bucket (or FLEETPACK_BUCKET): the S3 bucket of the binaries")]
+    MissingBucket,
+    #[error(
+        "table name `{0}` is not valid: use 3 to 255 characters of A-Z, a-z, 0-9, '_', '-' and '.'"
+    )]
+    BadTable(String),
+    #[error("bucket name `{0}` is not valid: use 3 to 63 characters of a-z, 0-9, '.' and '-'")]
+    BadBucket(String),
 }
 
 /// Cache-Control values per kind of response, rendered once.
@@ -133,22 +188,30 @@ pub struct ServeConfig {
 }
 
 impl Options {
-    /// Checks every setting and the rules between them, and renders the server's settings.
-    pub fn check(&self) -> Result<ServeConfig, ConfigError> {
+    /// Checks every setting and the rules between them.
+    pub fn check(&self) -> Result<(StoreChoice, ServeConfig), ConfigError> {
         if self.demo_size > 1 << 30 {
             return Err(ConfigError::DemoTooLarge(self.demo_size));
         }
-        self.serve.to_config()
+        let store = self.store.check()?;
+        Ok((store, self.serve.to_config(self.store.store)?))
     }
 }
 
 impl ServeOptions {
-    pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
+    pub fn to_config(&self, store: StoreKind) -> Result<ServeConfig, ConfigError> {
         if self.max_connections == 0 {
             return Err(ConfigError::NoConnections);
         }
-        if *self.rules_refresh < Duration::from_millis(100) {
-            return Err(ConfigError::RefreshTooOften(self.rules_refresh));
+        let rules_refresh = self.rules_refresh.map_or(
+            match store {
+                StoreKind::Local => Duration::from_secs(1),
+                StoreKind::Aws => Duration::from_secs(30),
+            },
+            Into::into,
+        );
+        if rules_refresh < Duration::from_millis(100) {
+            return Err(ConfigError::RefreshTooOften(rules_refresh.into()));
         }
         let seconds = |duration: humantime::Duration| duration.as_secs();
         let success = format!(
@@ -168,7 +231,7 @@ impl ServeOptions {
             max_connections: self.max_connections,
             header_read_timeout: *self.header_read_timeout,
             shutdown_grace: *self.shutdown_grace,
-            rules_refresh: *self.rules_refresh,
+            rules_refresh,
         })
     }
 }
@@ -183,7 +246,7 @@ impl Default for ServeConfig {
         }
         Defaults::parse_from(["defaults"])
             .serve
-            .to_config()
+            .to_config(StoreKind::Local)
             .expect("the default settings are valid")
     }
 }

@@ -121,5 +121,5 @@ async fn publish_one<S: Store>(
         mandatory: false,
         enabled: true,
     };
-    publish(store, &release, &path).await
+    publish(store, &release, &path, &|_| {}).await
 }

@@ -4,16 +4,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use fleetpack_origin::config::{Options, StoreKind};
+use fleetpack_origin::config::{Options, ServeConfig, StoreChoice};
 use fleetpack_origin::demo::publish_demo;
 use fleetpack_origin::server::{run, shutdown_signal};
-use fleetpack_origin::store::{LocalStore, Store};
+use fleetpack_origin::store::{AwsStore, LocalStore, Store};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let options = Options::parse();
-    let config = match options.check() {
-        Ok(config) => config,
+    let (store, config) = match options.check() {
+        Ok(checked) => checked,
         Err(error) => {
             eprintln!("fleetpack-origin: {error}");
             return ExitCode::from(2);
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(options, config)) {
+    match runtime.block_on(open_and_serve(store, options, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fleetpack-origin: {error:#}");
@@ -42,13 +42,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(
+async fn open_and_serve(
+    store: StoreChoice,
     options: Options,
-    config: fleetpack_origin::config::ServeConfig,
+    config: ServeConfig,
 ) -> anyhow::Result<()> {
-    let store = match options.store.store {
-        StoreKind::Local => LocalStore::open(&options.store.data_dir)?,
-    };
+    match store {
+        StoreChoice::Local { data_dir } => {
+            serve(LocalStore::open(data_dir)?, options, config).await
+        }
+        StoreChoice::Aws { table, bucket } => {
+            serve(AwsStore::connect(&table, &bucket).await, options, config).await
+        }
+    }
+}
+
+async fn serve<S: Store>(store: S, options: Options, config: ServeConfig) -> anyhow::Result<()> {
     if options.demo {
         fill_demo(&store, options.demo_size).await?;
     }
@@ -65,7 +74,7 @@ async fn serve(
     Ok(())
 }
 
-async fn fill_demo(store: &LocalStore, size: u64) -> anyhow::Result<()> {
+async fn fill_demo<S: Store>(store: &S, size: u64) -> anyhow::Result<()> {
     if !store.load_rules().await?.is_empty() {
         tracing::info!(store = %store.describe(), "the store already has rules; serving them instead of a new demo fleet");
         return Ok(());
@@ -83,7 +92,7 @@ async fn fill_demo(store: &LocalStore, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_examples(store: &LocalStore, address: SocketAddr) -> anyhow::Result<()> {
+async fn print_examples<S: Store>(store: &S, address: SocketAddr) -> anyhow::Result<()> {
     let rules = store.load_rules().await?;
     let os_md5 = rules
         .iter()

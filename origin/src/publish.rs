@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use fleetpack_resolver::{Rule, RuleError};
 
 use crate::digest::digest_file;
-use crate::store::{Store, StoreError};
+use crate::store::{Progress, Store, StoreError};
 
 /// What to publish: an app's version on a channel, and which devices it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub enum PublishError {
         existing: String,
         new: String,
     },
+    #[error(
+        "the store already has app `{app}` on `{channel}`, spelled that way; names ignore letter case, so publish under that spelling"
+    )]
+    OtherSpelling { app: String, channel: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -66,6 +70,7 @@ pub async fn publish<S: Store>(
     store: &S,
     release: &Release,
     path: &Path,
+    progress: &Progress,
 ) -> Result<Published, PublishError> {
     for attribute in &release.attributes {
         if !fleetpack_resolver::is_ident(attribute) {
@@ -115,12 +120,22 @@ pub async fn publish<S: Store>(
     }) {
         return Err(taken(other.md5.clone()));
     }
+    if let Some(other) = stored_rules.iter().find(|other| {
+        other.app.eq_ignore_ascii_case(&rule.app)
+            && other.channel.eq_ignore_ascii_case(&rule.channel)
+            && (other.app != rule.app || other.channel != rule.channel)
+    }) {
+        return Err(PublishError::OtherSpelling {
+            app: other.app.clone(),
+            channel: other.channel.clone(),
+        });
+    }
     let uploaded = match store.object_md5(&location).await? {
         Some(existing) if existing != digests.md5 => return Err(taken(existing)),
         Some(_) => false,
         None => {
             store
-                .put_object(&location, path.to_owned(), &digests)
+                .put_object(&location, path.to_owned(), &digests, progress)
                 .await?;
             true
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use fleetpack_resolver::{Rejected, RuleSet};
+use fleetpack_resolver::{ObjectLocation, Rejected, RuleError, RuleSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -89,7 +89,17 @@ impl Rules {
                 return Err(error);
             }
         };
-        let (rules, rejected) = RuleSet::build(stored);
+        let (stored, foreign): (Vec<_>, Vec<_>) = stored.into_iter().partition(|rule| {
+            ObjectLocation::parse(&rule.url).map_or(true, |object| store.holds(&object))
+        });
+        let (rules, mut rejected) = RuleSet::build(stored);
+        rejected.extend(foreign.into_iter().map(|rule| Rejected {
+            reason: RuleError::BadUrl {
+                url: rule.url.clone(),
+                reason: "it names another bucket than this store's",
+            },
+            rule,
+        }));
         for Rejected { rule, reason } in &rejected {
             tracing::warn!(app = %rule.app, env = %rule.channel, reason = %reason, "rule left out of the snapshot");
         }
@@ -120,7 +130,9 @@ impl Rules {
         Ok(())
     }
 
-    /// Refreshes every `interval` until `stop` is cancelled.
+    /// Refreshes every `interval` until `stop` is cancelled; until the first load
+    /// succeeds, every second at most, so that an origin started before its store
+    /// recovers quickly.
     pub async fn keep_fresh<S: Store>(
         &self,
         store: &S,
@@ -128,12 +140,15 @@ impl Rules {
         interval: Duration,
         stop: CancellationToken,
     ) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
+        let retry = interval.min(Duration::from_secs(1));
         loop {
+            let wait = if self.current.load().is_some() {
+                interval
+            } else {
+                retry
+            };
             tokio::select! {
-                _ = ticks.tick() => self.refresh(store, metrics).await,
+                () = tokio::time::sleep(wait) => self.refresh(store, metrics).await,
                 () = stop.cancelled() => return,
             }
         }

@@ -24,5 +24,6 @@ pub use plan::{
 pub use query::{DeviceQuery, MAX_PARAMETERS, MAX_QUERY_BYTES, PayloadType, QueryError, Selector};
 pub use rules::{
     NoPackage, ObjectLocation, Reason, Rejected, Rule, RuleError, RuleSet, Selected, Selection,
+    is_bucket_name,
 };
 pub use version::compare_versions;

@@ -189,7 +189,8 @@ impl ObjectLocation {
     }
 }
 
-fn is_bucket_name(name: &str) -> bool {
+/// Whether `name` is usable as an S3 bucket name: 3 to 63 of `a-z 0-9 . -`.
+pub fn is_bucket_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
         && name
             .bytes()

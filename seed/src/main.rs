@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleetpack_origin::config::{StoreKind, StoreOptions};
+use fleetpack_origin::config::{StoreChoice, StoreOptions};
 use fleetpack_origin::demo::{DEFAULT_DEMO_SIZE, publish_demo};
 use fleetpack_origin::publish::{Published, Release, publish};
-use fleetpack_origin::store::{LocalStore, Store};
+use fleetpack_origin::store::{AwsStore, Created, LocalStore, Store};
 use fleetpack_resolver::{DeviceQuery, IfNoneMatch, PackagePlan, Rule, RuleSet};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Publish binaries and release rules for fleetpack, and preview what devices get.
 #[derive(Debug, Parser)]
@@ -21,6 +22,7 @@ use fleetpack_resolver::{DeviceQuery, IfNoneMatch, PackagePlan, Rule, RuleSet};
     max_term_width = 100,
     after_help = "Examples:\n  \
         fleetpack-seed demo\n  \
+        fleetpack-seed --store aws --table ota-rules --bucket ota-binaries init\n  \
         fleetpack-seed publish ./firmware.bin --app modemFW --channel beta --version 1.1 --attr cellular\n  \
         fleetpack-seed publish ./os.img --app os_armv8 --channel prod --version 1.2.0 --cpu-arch armv8\n  \
         fleetpack-seed list\n  \
@@ -38,6 +40,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the store: on AWS, a table with the AWS sample's key schema (app, env) and a
+    /// bucket, for development and emulators. Existing ones are left as they are.
+    Init,
     /// Publish the demo fleet: the AWS sample's nine rules, with pseudo-random binaries.
     ///
     /// Safe to run again with the same size: nothing changes.
@@ -124,11 +129,43 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let store = match cli.store.store {
-        StoreKind::Local => LocalStore::open(&cli.store.data_dir)?,
+    let choice = match cli.store.check() {
+        Ok(choice) => choice,
+        Err(error) => {
+            eprintln!("fleetpack-seed: {error}");
+            return Ok(Outcome::BadInput);
+        }
     };
-    match cli.command {
-        Command::Demo { size } => demo(&store, size).await,
+    match choice {
+        StoreChoice::Local { data_dir } => {
+            let store = LocalStore::open(&data_dir)?;
+            if let Command::Init = cli.command {
+                println!("local store ready in {}", data_dir.display());
+                return Ok(Outcome::Success);
+            }
+            run_on(&store, cli.command).await
+        }
+        StoreChoice::Aws { table, bucket } => {
+            let store = AwsStore::connect(&table, &bucket).await;
+            if let Command::Init = cli.command {
+                let (table_state, bucket_state) = store.init().await?;
+                let said = |state| match state {
+                    Created::Created => "created",
+                    Created::AlreadyThere => "already there, left as it is",
+                };
+                println!("table {table}: {}", said(table_state));
+                println!("bucket {bucket}: {}", said(bucket_state));
+                return Ok(Outcome::Success);
+            }
+            run_on(&store, cli.command).await
+        }
+    }
+}
+
+async fn run_on<S: Store>(store: &S, command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Init => Ok(Outcome::Success),
+        Command::Demo { size } => demo(store, size).await,
         Command::Publish {
             file,
             app,
@@ -148,17 +185,28 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 mandatory,
                 enabled: !disabled,
             };
-            let published = publish(&store, &release, &file)
-                .await
-                .with_context(|| format!("cannot publish `{}`", file.display()))?;
+            let size = std::fs::metadata(&file).map_or(0, |meta| meta.len());
+            // Drawn only on a terminal: indicatif hides itself otherwise.
+            let bar = ProgressBar::new(size).with_style(
+                ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {eta}")
+                    .expect("a valid template"),
+            );
+            let progress = {
+                let bar = bar.clone();
+                move |sent| bar.set_position(sent)
+            };
+            let published = publish(store, &release, &file, &progress).await;
+            bar.finish_and_clear();
+            let published =
+                published.with_context(|| format!("cannot publish `{}`", file.display()))?;
             report(&published);
             Ok(Outcome::Success)
         }
-        Command::List { json } => list(&store, json).await,
+        Command::List { json } => list(store, json).await,
         Command::Resolve {
             query,
             if_none_match,
-        } => resolve(&store, &query, if_none_match.as_deref()).await,
+        } => resolve(store, &query, if_none_match.as_deref()).await,
     }
 }
 

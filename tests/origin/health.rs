@@ -63,7 +63,7 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
         mandatory: true,
         enabled: true,
     };
-    publish(&origin.store, &release, &binary)
+    publish(&origin.store, &release, &binary, &|_| {})
         .await
         .expect("publish while serving");
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use fleetpack_resolver::{ObjectLocation, Rule};
 
-use super::{ObjectDigests, RulesStamp, Store, StoreError, StoreObject};
+use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 use crate::digest::digest_file;
 
 const RULES_FILE: &str = "rules.json";
@@ -211,11 +211,14 @@ impl Store for LocalStore {
         &self,
         object: &ObjectLocation,
         source: PathBuf,
-        _digests: &ObjectDigests,
+        digests: &ObjectDigests,
+        progress: &Progress,
     ) -> Result<(), StoreError> {
         let store = self.clone();
         let object = object.clone();
-        blocking(move || store.put_object_blocking(&object, &source)).await
+        blocking(move || store.put_object_blocking(&object, &source)).await?;
+        progress(digests.size);
+        Ok(())
     }
 
     async fn put_rule(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {

@@ -1,6 +1,7 @@
 //! Where rules and binaries live. The one extension point of the origin: the local
 //! store (a directory, the default) and the AWS store (DynamoDB + S3) implement [`Store`].
 
+mod aws;
 mod local;
 
 use std::future::Future;
@@ -11,7 +12,11 @@ use std::pin::Pin;
 use fleetpack_resolver::{ObjectLocation, Rule};
 use tokio::io::AsyncRead;
 
+pub use aws::{AwsStore, Created};
 pub use local::LocalStore;
+
+/// Called with the bytes uploaded so far while a binary is stored.
+pub type Progress = dyn Fn(u64) + Send + Sync;
 
 /// A binary opened for streaming, with its exact length.
 pub struct StoreObject {
@@ -54,8 +59,12 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("url `{url}` names an object this store does not hold")]
-    ForeignObject { url: String },
+    #[error("{action}: {detail}")]
+    Service { action: String, detail: String },
+    #[error(
+        "the rule for app `{app}` on `{channel}` changed while it was being published; run the publish again"
+    )]
+    Conflict { app: String, channel: String },
 }
 
 impl StoreError {
@@ -87,6 +96,13 @@ pub trait Store: Send + Sync + 'static {
     /// cheaply (then the origin reloads on every refresh).
     fn rules_stamp(&self) -> impl Future<Output = Result<Option<RulesStamp>, StoreError>> + Send;
 
+    /// Whether this store can serve `object` (the AWS store serves one bucket). Rules
+    /// naming other objects are left out of the snapshot.
+    fn holds(&self, object: &ObjectLocation) -> bool {
+        let _ = object;
+        true
+    }
+
     /// Opens a binary for streaming.
     fn open_object(
         &self,
@@ -109,6 +125,7 @@ pub trait Store: Send + Sync + 'static {
         object: &ObjectLocation,
         source: PathBuf,
         digests: &ObjectDigests,
+        progress: &Progress,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Writes `rule`, replacing the rule for the same app and channel (ignoring letter

@@ -1,0 +1,609 @@
+//! The production store: rules in a DynamoDB table laid out like the AWS sample's
+//! (partition key `app`, sort key `env`), binaries in one S3 bucket.
+//!
+//! Region, credentials and endpoint come from the standard AWS chain (`AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, profiles, task and instance roles), so tests point it at a local
+//! S3/DynamoDB-compatible server without a code path of their own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
+use fleetpack_resolver::{ObjectLocation, Rule};
+use tokio::io::AsyncReadExt;
+
+use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
+
+/// Files larger than this are uploaded in parts.
+const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// User metadata on objects this store uploads.
+const MD5_METADATA: &str = "md5";
+const SHA256_METADATA: &str = "sha256";
+
+/// DynamoDB table + S3 bucket.
+#[derive(Debug, Clone)]
+pub struct AwsStore {
+    dynamodb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    table: String,
+    bucket: String,
+}
+
+/// What [`AwsStore::init`] found or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    AlreadyThere,
+}
+
+/// A failed SDK call as a store error: the service's code and message when it answered,
+/// else the chain of causes (connection refused, timeout, ...).
+fn service<E, R>(action: String) -> impl FnOnce(SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |error| {
+        let detail = match error.as_service_error() {
+            Some(answer) => format!(
+                "{}: {}",
+                answer.code().unwrap_or("error"),
+                answer.message().unwrap_or("no message")
+            ),
+            None => DisplayErrorContext(&error).to_string(),
+        };
+        StoreError::Service { action, detail }
+    }
+}
+
+impl AwsStore {
+    /// Builds the clients from the standard AWS configuration chain.
+    pub async fn connect(table: &str, bucket: &str) -> Self {
+        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        // S3-compatible servers on a custom endpoint rarely resolve bucket subdomains.
+        let path_style = config.endpoint_url().is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(path_style)
+            .build();
+        AwsStore {
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            table: table.to_owned(),
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// Creates the table (the sample's key schema, on-demand) and the bucket when they
+    /// are missing. Never changes existing ones.
+    pub async fn init(&self) -> Result<(Created, Created), StoreError> {
+        let table = match self
+            .dynamodb
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Created::AlreadyThere,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                let key = |name: &str, key_type| {
+                    KeySchemaElement::builder()
+                        .attribute_name(name)
+                        .key_type(key_type)
+                        .build()
+                        .expect("name and key type are set")
+                };
+                let attribute = |name: &str| {
+                    AttributeDefinition::builder()
+                        .attribute_name(name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .expect("name and type are set")
+                };
+                self.dynamodb
+                    .create_table()
+                    .table_name(&self.table)
+                    .key_schema(key("app", KeyType::Hash))
+                    .key_schema(key("env", KeyType::Range))
+                    .attribute_definitions(attribute("app"))
+                    .attribute_definitions(attribute("env"))
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .send()
+                    .await
+                    .map_err(service(format!("cannot create table `{}`", self.table)))?;
+                Created::Created
+            }
+            Err(error) => {
+                return Err(service(format!("cannot describe table `{}`", self.table))(
+                    error,
+                ));
+            }
+        };
+        let bucket = match self.s3.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Created::AlreadyThere,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                let mut create = self.s3.create_bucket().bucket(&self.bucket);
+                // us-east-1 is the one region that refuses a location constraint.
+                if let Some(region) = self
+                    .s3
+                    .config()
+                    .region()
+                    .map(|region| region.as_ref().to_owned())
+                    && region != "us-east-1"
+                {
+                    create = create.create_bucket_configuration(
+                        aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                            .location_constraint(region.as_str().into())
+                            .build(),
+                    );
+                }
+                create
+                    .send()
+                    .await
+                    .map_err(service(format!("cannot create bucket `{}`", self.bucket)))?;
+                Created::Created
+            }
+            Err(error) => {
+                return Err(service(format!("cannot reach bucket `{}`", self.bucket))(
+                    error,
+                ));
+            }
+        };
+        Ok((table, bucket))
+    }
+
+    async fn put_small(
+        &self,
+        object: &ObjectLocation,
+        source: &Path,
+        digests: &ObjectDigests,
+    ) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(source)
+            .await
+            .map_err(|error| StoreError::io("cannot read", source)(std::io::Error::other(error)))?;
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .body(body)
+            .content_md5(content_md5(&digests.md5))
+            .metadata(MD5_METADATA, &digests.md5)
+            .metadata(SHA256_METADATA, &digests.sha256)
+            .send()
+            .await
+            .map_err(service(format!("cannot upload `{}`", object.url())))?;
+        Ok(())
+    }
+
+    async fn put_multipart(
+        &self,
+        object: &ObjectLocation,
+        source: &Path,
+        digests: &ObjectDigests,
+        progress: &Progress,
+    ) -> Result<(), StoreError> {
+        let failed = |what: &str| format!("cannot {what} `{}`", object.url());
+        let upload = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .metadata(MD5_METADATA, &digests.md5)
+            .metadata(SHA256_METADATA, &digests.sha256)
+            .send()
+            .await
+            .map_err(service(failed("start the upload of")))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
+        let result = self
+            .upload_parts(object, source, digests.size, &upload_id, progress)
+            .await;
+        let parts = match result {
+            Ok(parts) => parts,
+            Err(error) => {
+                // Leave no half upload behind to be billed for.
+                let _ = self
+                    .s3
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                return Err(error);
+            }
+        };
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(service(failed("complete the upload of")))?;
+        Ok(())
+    }
+
+    async fn upload_parts(
+        &self,
+        object: &ObjectLocation,
+        source: &Path,
+        size: u64,
+        upload_id: &str,
+        progress: &Progress,
+    ) -> Result<Vec<CompletedPart>, StoreError> {
+        let mut file = tokio::fs::File::open(source)
+            .await
+            .map_err(StoreError::io("cannot open", source))?;
+        let mut parts = Vec::new();
+        let mut sent = 0u64;
+        let mut buf = Vec::with_capacity(PART_SIZE as usize);
+        for number in 1.. {
+            if sent == size {
+                break;
+            }
+            buf.clear();
+            (&mut file)
+                .take(PART_SIZE)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(StoreError::io("cannot read", source))?;
+            if buf.is_empty() {
+                return Err(StoreError::io("cannot read", source)(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(&buf));
+            let part = self
+                .s3
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_md5(content_md5(&md5))
+                .body(ByteStream::from(buf.clone()))
+                .send()
+                .await
+                .map_err(service(format!(
+                    "cannot upload part {number} of `{}`",
+                    object.url()
+                )))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .set_checksum_crc32(part.checksum_crc32().map(str::to_owned))
+                    .build(),
+            );
+            sent += buf.len() as u64;
+            progress(sent);
+        }
+        Ok(parts)
+    }
+
+    /// MD5 of an object: our own metadata, else a single-part ETag (which is the MD5),
+    /// else the bytes themselves.
+    async fn digest_object(&self, object: &ObjectLocation) -> Result<Option<String>, StoreError> {
+        let head = match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(service(format!("cannot look up `{}`", object.url()))(error)),
+        };
+        if let Some(md5) = head
+            .metadata()
+            .and_then(|metadata| metadata.get(MD5_METADATA))
+        {
+            return Ok(Some(md5.clone()));
+        }
+        let etag = head.e_tag().unwrap_or_default().trim_matches('"');
+        if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Some(etag.to_ascii_lowercase()));
+        }
+        let mut reader = self.open_object(object).await?.reader;
+        let mut md5 = <md5::Md5 as md5::Digest>::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let read = reader
+                .read(&mut buf)
+                .await
+                .map_err(|error| StoreError::Service {
+                    action: format!("cannot read `{}`", object.url()),
+                    detail: error.to_string(),
+                })?;
+            if read == 0 {
+                break;
+            }
+            md5::Digest::update(&mut md5, &buf[..read]);
+        }
+        Ok(Some(hex::encode(md5::Digest::finalize(md5))))
+    }
+
+    async fn get_rule(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let found = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("app", AttributeValue::S(app.to_owned()))
+            .key("env", AttributeValue::S(channel.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(service(format!(
+                "cannot read the rule for {app} on {channel}"
+            )))?;
+        Ok(found.item)
+    }
+}
+
+fn content_md5(hex_md5: &str) -> String {
+    let bytes = hex::decode(hex_md5).unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Store for AwsStore {
+    fn describe(&self) -> String {
+        format!(
+            "DynamoDB table {} and S3 bucket {}",
+            self.table, self.bucket
+        )
+    }
+
+    async fn load_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let mut items = self
+            .dynamodb
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .items()
+            .send();
+        let mut rules = Vec::new();
+        while let Some(item) = items.next().await {
+            let item = item.map_err(service(format!("cannot scan table `{}`", self.table)))?;
+            match rule_from_item(&item) {
+                Ok(rule) => rules.push(rule),
+                Err(reason) => {
+                    tracing::warn!(table = %self.table, reason = %reason, "item is not a rule; left out")
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    async fn rules_stamp(&self) -> Result<Option<RulesStamp>, StoreError> {
+        Ok(None)
+    }
+
+    fn holds(&self, object: &ObjectLocation) -> bool {
+        object.bucket.as_deref() == Some(self.bucket.as_str())
+    }
+
+    async fn open_object(&self, object: &ObjectLocation) -> Result<StoreObject, StoreError> {
+        let output = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Err(StoreError::MissingObject {
+                    key: object.key.clone(),
+                });
+            }
+            Err(error) => return Err(service(format!("cannot get `{}`", object.url()))(error)),
+        };
+        let len = output
+            .content_length()
+            .and_then(|len| u64::try_from(len).ok())
+            .ok_or_else(|| StoreError::Service {
+                action: format!("cannot get `{}`", object.url()),
+                detail: "the response has no Content-Length".to_owned(),
+            })?;
+        Ok(StoreObject {
+            len,
+            reader: Box::pin(output.body.into_async_read()),
+        })
+    }
+
+    fn location(&self, key: &str) -> ObjectLocation {
+        ObjectLocation {
+            bucket: Some(self.bucket.clone()),
+            key: key.to_owned(),
+        }
+    }
+
+    async fn object_md5(&self, object: &ObjectLocation) -> Result<Option<String>, StoreError> {
+        self.digest_object(object).await
+    }
+
+    async fn put_object(
+        &self,
+        object: &ObjectLocation,
+        source: PathBuf,
+        digests: &ObjectDigests,
+        progress: &Progress,
+    ) -> Result<(), StoreError> {
+        if digests.size > MULTIPART_THRESHOLD {
+            self.put_multipart(object, &source, digests, progress).await
+        } else {
+            self.put_small(object, &source, digests).await?;
+            progress(digests.size);
+            Ok(())
+        }
+    }
+
+    async fn put_rule(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
+        let current = self.get_rule(&rule.app, &rule.channel).await?;
+        let mut put = self
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_from_rule(&rule)));
+        // Written only if the rule is still the one read above: two publishers racing on
+        // one app and channel cannot overwrite each other's version unseen.
+        put = match &current {
+            None => put.condition_expression("attribute_not_exists(app)"),
+            Some(item) => put
+                .condition_expression("#version = :version AND md5 = :md5")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(
+                    ":version",
+                    item.get("version")
+                        .cloned()
+                        .unwrap_or(AttributeValue::Null(true)),
+                )
+                .expression_attribute_values(
+                    ":md5",
+                    item.get("md5")
+                        .cloned()
+                        .unwrap_or(AttributeValue::Null(true)),
+                ),
+        };
+        match put.send().await {
+            Ok(_) => Ok(current.and_then(|item| rule_from_item(&item).ok())),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict {
+                    app: rule.app,
+                    channel: rule.channel,
+                })
+            }
+            Err(error) => Err(service(format!(
+                "cannot write the rule for {} on {}",
+                rule.app, rule.channel
+            ))(error)),
+        }
+    }
+}
+
+/// Reads an item with the sample's attributes (and our optional ones).
+fn rule_from_item(item: &HashMap<String, AttributeValue>) -> Result<Rule, String> {
+    let text = |name: &str| -> Result<Option<String>, String> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(text)) => Ok(Some(text.clone())),
+            Some(AttributeValue::N(number)) => Ok(Some(number.clone())),
+            Some(_) => Err(format!("attribute `{name}` is not a string")),
+        }
+    };
+    let required = |name: &str| text(name)?.ok_or_else(|| format!("attribute `{name}` is missing"));
+    let flag = |name: &str| match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::Bool(on)) => Ok(Some(*on)),
+        Some(_) => Err(format!("attribute `{name}` is not a boolean")),
+    };
+    let device_attr = match item.get("deviceAttr") {
+        None | Some(AttributeValue::Null(_)) => Default::default(),
+        Some(AttributeValue::M(map)) => map
+            .iter()
+            .map(|(name, value)| match value {
+                AttributeValue::Bool(on) => Ok((name.clone(), *on)),
+                _ => Err(format!("deviceAttr.{name} is not a boolean")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("attribute `deviceAttr` is not a map".to_owned()),
+    };
+    let size = match text("size")? {
+        Some(size) => Some(
+            size.parse()
+                .map_err(|_| format!("size `{size}` is not a byte count"))?,
+        ),
+        None => None,
+    };
+    let app = required("app")?;
+    let channel = required("env")?;
+    let context = |error: String| format!("{app} on {channel}: {error}");
+    Ok(Rule {
+        version: required("version").map_err(context)?,
+        url: required("url").map_err(context)?,
+        md5: required("md5").map_err(context)?,
+        cpu_arch: text("cpuArch").map_err(context)?,
+        device_attr,
+        size,
+        sha256: text("sha256").map_err(context)?,
+        enabled: flag("enabled").map_err(context)?.unwrap_or(true),
+        mandatory: flag("mandatory").map_err(context)?.unwrap_or(false),
+        created_at: text("createdAt").map_err(context)?,
+        app,
+        channel,
+    })
+}
+
+fn item_from_rule(rule: &Rule) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("app".to_owned(), AttributeValue::S(rule.app.clone())),
+        ("env".to_owned(), AttributeValue::S(rule.channel.clone())),
+        (
+            "version".to_owned(),
+            AttributeValue::S(rule.version.clone()),
+        ),
+        // The sample's items carry `ident`; ours hold the binary's name there.
+        ("ident".to_owned(), AttributeValue::S(rule.file_name())),
+        ("url".to_owned(), AttributeValue::S(rule.url.clone())),
+        ("md5".to_owned(), AttributeValue::S(rule.md5.clone())),
+        ("enabled".to_owned(), AttributeValue::Bool(rule.enabled)),
+    ]);
+    let mut optional = |name: &str, value: Option<AttributeValue>| {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), value);
+        }
+    };
+    optional("cpuArch", rule.cpu_arch.clone().map(AttributeValue::S));
+    optional("sha256", rule.sha256.clone().map(AttributeValue::S));
+    optional(
+        "size",
+        rule.size.map(|size| AttributeValue::N(size.to_string())),
+    );
+    optional("createdAt", rule.created_at.clone().map(AttributeValue::S));
+    optional(
+        "mandatory",
+        rule.mandatory.then_some(AttributeValue::Bool(true)),
+    );
+    optional(
+        "deviceAttr",
+        (!rule.device_attr.is_empty()).then(|| {
+            AttributeValue::M(
+                rule.device_attr
+                    .iter()
+                    .map(|(name, on)| (name.clone(), AttributeValue::Bool(*on)))
+                    .collect(),
+            )
+        }),
+    );
+    item
+}
