@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
@@ -25,6 +26,7 @@ use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject}
 /// Files larger than this are uploaded in parts.
 const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 const PART_SIZE: u64 = 16 * 1024 * 1024;
+const TABLE_CREATION_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// User metadata on objects this store uploads.
 const MD5_METADATA: &str = "md5";
 const SHA256_METADATA: &str = "sha256";
@@ -112,7 +114,8 @@ impl AwsStore {
                         .build()
                         .expect("name and type are set")
                 };
-                self.dynamodb
+                let created = self
+                    .dynamodb
                     .create_table()
                     .table_name(&self.table)
                     .key_schema(key("app", KeyType::Hash))
@@ -121,9 +124,35 @@ impl AwsStore {
                     .attribute_definitions(attribute("env"))
                     .billing_mode(BillingMode::PayPerRequest)
                     .send()
-                    .await
-                    .map_err(service(format!("cannot create table `{}`", self.table)))?;
-                Created::Created
+                    .await;
+                match created {
+                    Ok(_) => {
+                        // DynamoDB creates tables asynchronously; writes fail until it is active.
+                        self.dynamodb
+                            .wait_until_table_exists()
+                            .table_name(&self.table)
+                            .wait(TABLE_CREATION_LIMIT)
+                            .await
+                            .map_err(|error| StoreError::Service {
+                                action: format!("table `{}` did not become active", self.table),
+                                detail: DisplayErrorContext(&error).to_string(),
+                            })?;
+                        Created::Created
+                    }
+                    // Someone else created it in the meantime.
+                    Err(error)
+                        if error
+                            .as_service_error()
+                            .is_some_and(|e| e.is_resource_in_use_exception()) =>
+                    {
+                        Created::AlreadyThere
+                    }
+                    Err(error) => {
+                        return Err(service(format!("cannot create table `{}`", self.table))(
+                            error,
+                        ));
+                    }
+                }
             }
             Err(error) => {
                 return Err(service(format!("cannot describe table `{}`", self.table))(
@@ -149,11 +178,21 @@ impl AwsStore {
                             .build(),
                     );
                 }
-                create
-                    .send()
-                    .await
-                    .map_err(service(format!("cannot create bucket `{}`", self.bucket)))?;
-                Created::Created
+                match create.send().await {
+                    Ok(_) => Created::Created,
+                    Err(error)
+                        if error
+                            .as_service_error()
+                            .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
+                    {
+                        Created::AlreadyThere
+                    }
+                    Err(error) => {
+                        return Err(service(format!("cannot create bucket `{}`", self.bucket))(
+                            error,
+                        ));
+                    }
+                }
             }
             Err(error) => {
                 return Err(service(format!("cannot reach bucket `{}`", self.bucket))(
@@ -224,7 +263,8 @@ impl AwsStore {
                 return Err(error);
             }
         };
-        self.s3
+        let completed = self
+            .s3
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&object.key)
@@ -235,9 +275,35 @@ impl AwsStore {
                     .build(),
             )
             .send()
-            .await
-            .map_err(service(failed("complete the upload of")))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            // Some S3-compatible servers answer with a document the SDK cannot read (moto
+            // names its root CompleteMultipartUploadResponse). The object then tells.
+            Err(error) if error.as_service_error().is_some_and(|e| e.code().is_none()) => {
+                let head = self
+                    .s3
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .send()
+                    .await
+                    .map_err(service(failed("look up the uploaded")))?;
+                let md5 = head
+                    .metadata()
+                    .and_then(|metadata| metadata.get(MD5_METADATA));
+                let size = head
+                    .content_length()
+                    .and_then(|len| u64::try_from(len).ok());
+                if md5 == Some(&digests.md5) && size == Some(digests.size) {
+                    tracing::warn!(url = %object.url(), "could not read the answer to CompleteMultipartUpload; the object is complete");
+                    Ok(())
+                } else {
+                    Err(service(failed("complete the upload of"))(error))
+                }
+            }
+            Err(error) => Err(service(failed("complete the upload of"))(error)),
+        }
     }
 
     async fn upload_parts(
@@ -289,7 +355,6 @@ impl AwsStore {
                 CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(part.e_tag().map(str::to_owned))
-                    .set_checksum_crc32(part.checksum_crc32().map(str::to_owned))
                     .build(),
             );
             sent += buf.len() as u64;
