@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use crate::harness::{Origin, OriginProcess, SAMPLE_QUERIES, demo_store};
+use crate::harness::{Origin, OriginProcess, SAMPLE_QUERIES, TestStore};
 
 fn targets() -> Vec<String> {
     SAMPLE_QUERIES
@@ -30,9 +30,9 @@ async fn same_request_twice_gives_identical_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_origin_processes_give_identical_packages_and_etags() {
-    let (dir, _store) = demo_store().await;
-    let first = OriginProcess::spawn(dir.path());
-    let second = OriginProcess::spawn(dir.path());
+    let store = TestStore::demo(false).await;
+    let first = OriginProcess::spawn(&store);
+    let second = OriginProcess::spawn(&store);
     // An instance whose store was published separately, at another time.
     let elsewhere = Origin::demo().await;
     for target in targets() {

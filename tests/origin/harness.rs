@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use fleetpack_origin::config::ServeConfig;
 use fleetpack_origin::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
-use fleetpack_origin::store::LocalStore;
+use fleetpack_origin::publish::{Release, publish};
+use fleetpack_origin::store::{AwsStore, LocalStore, Store};
 use http::header::HOST;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -44,56 +46,240 @@ pub const FULL_SAMPLE: &str = SAMPLE_QUERIES[3];
 pub async fn demo_store() -> (TempDir, LocalStore) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = LocalStore::open(dir.path()).expect("open local store");
-    let outcomes = publish_demo(&store, DEMO_SIZE)
+    publish_demo_fleet(&store).await;
+    (dir, store)
+}
+
+async fn publish_demo_fleet<S: Store>(store: &S) {
+    let outcomes = publish_demo(store, DEMO_SIZE)
         .await
         .expect("publish demo fleet");
     assert_eq!(outcomes.len(), DEMO_FLEET.len());
     for (demo, outcome) in outcomes {
         outcome.unwrap_or_else(|error| panic!("publish {} {}: {error}", demo.app, demo.version));
     }
-    (dir, store)
+}
+
+/// Which store the HTTP contract tests run against: `FLEETPACK_TEST_STORE=aws` runs
+/// them on DynamoDB + S3 (the test command does both passes).
+fn on_aws() -> bool {
+    match std::env::var("FLEETPACK_TEST_STORE").as_deref() {
+        Ok("aws") => true,
+        Ok("local") | Err(_) => false,
+        Ok(other) => panic!("FLEETPACK_TEST_STORE is `{other}`; use `local` or `aws`"),
+    }
+}
+
+/// The bucket the demo fleet's binaries share on the AWS pass: the same bytes under
+/// the same keys for every test, so their urls are known in advance.
+const SHARED_DEMO_BUCKET: &str = "fleetpack-test-demo";
+
+/// The url a demo binary has in the store the contract tests run against.
+pub fn object_url(key: &str) -> String {
+    if on_aws() {
+        format!("s3://{SHARED_DEMO_BUCKET}/{key}")
+    } else {
+        format!("local://{key}")
+    }
+}
+
+/// A fresh, unique table and bucket name.
+pub fn aws_names() -> (String, String) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "fp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    (format!("{name}-rules"), format!("{name}-objects"))
+}
+
+/// An AWS store on the S3/DynamoDB-compatible server the test command started, with
+/// its table and bucket created.
+pub async fn aws_store(table: &str, bucket: &str) -> AwsStore {
+    assert!(
+        std::env::var("FLEETPACK_TEST_AWS").as_deref() == Ok("1"),
+        "AWS-store tests need the S3/DynamoDB-compatible server: run scripts/test.sh, or \
+         `source scripts/moto.sh && moto_install && moto_start` first"
+    );
+    let store = AwsStore::connect(table, bucket).await;
+    store.init().await.expect("create table and bucket");
+    store
+}
+
+/// An S3 client on the same server, for changing objects behind the origin's back.
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// A store holding the demo fleet, local or on AWS.
+#[derive(Debug)]
+pub enum TestStore {
+    Local {
+        dir: TempDir,
+        store: LocalStore,
+    },
+    Aws {
+        store: AwsStore,
+        table: String,
+        bucket: String,
+    },
+}
+
+impl TestStore {
+    /// The demo fleet on the store of this pass. `private_objects` gives an AWS store a
+    /// bucket of its own, for tests that change objects.
+    pub async fn demo(private_objects: bool) -> Self {
+        if !on_aws() {
+            let (dir, store) = demo_store().await;
+            return TestStore::Local { dir, store };
+        }
+        let (table, own_bucket) = aws_names();
+        let bucket = if private_objects {
+            own_bucket
+        } else {
+            SHARED_DEMO_BUCKET.to_owned()
+        };
+        let store = aws_store(&table, &bucket).await;
+        publish_demo_fleet(&store).await;
+        TestStore::Aws {
+            store,
+            table,
+            bucket,
+        }
+    }
+
+    /// The demo fleet on a local store, whatever the pass.
+    pub async fn demo_local() -> Self {
+        let (dir, store) = demo_store().await;
+        TestStore::Local { dir, store }
+    }
+
+    /// The arguments that point `fleetpack-origin` or `fleetpack-seed` at this store.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            TestStore::Local { dir, .. } => {
+                vec!["--data-dir".to_owned(), dir.path().display().to_string()]
+            }
+            TestStore::Aws { table, bucket, .. } => {
+                ["--store", "aws", "--table", table, "--bucket", bucket]
+                    .map(str::to_owned)
+                    .to_vec()
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TestStore::Local { store, .. } => store.describe(),
+            TestStore::Aws { store, .. } => store.describe(),
+        }
+    }
+
+    pub async fn publish(&self, release: &Release, path: &Path) {
+        let published = match self {
+            TestStore::Local { store, .. } => publish(store, release, path, &|_| {}).await,
+            TestStore::Aws { store, .. } => publish(store, release, path, &|_| {}).await,
+        };
+        published.expect("publish");
+    }
+
+    /// Replaces the stored bytes of a binary, or deletes them (`None`).
+    pub async fn tamper(&self, app: &str, version: &str, bytes: Option<&[u8]>) {
+        let key = format!("{app}_{version}");
+        match (self, bytes) {
+            (TestStore::Local { dir, .. }, Some(bytes)) => {
+                std::fs::write(dir.path().join("objects").join(key), bytes)
+                    .expect("replace object");
+            }
+            (TestStore::Local { dir, .. }, None) => {
+                std::fs::remove_file(dir.path().join("objects").join(key)).expect("delete object");
+            }
+            (TestStore::Aws { bucket, .. }, Some(bytes)) => {
+                s3_client()
+                    .await
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(bytes.to_vec().into())
+                    .send()
+                    .await
+                    .expect("replace object");
+            }
+            (TestStore::Aws { bucket, .. }, None) => {
+                s3_client()
+                    .await
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .expect("delete object");
+            }
+        }
+    }
 }
 
 /// An origin served by `fleetpack_origin::server::run` on this test's runtime.
 #[derive(Debug)]
 pub struct Origin {
     pub addr: SocketAddr,
-    pub store: LocalStore,
+    pub store: TestStore,
     shutdown: Option<oneshot::Sender<()>>,
-    pub dir: TempDir,
 }
 
 impl Origin {
+    /// The demo fleet on the store of this pass.
     pub async fn demo() -> Self {
-        let (dir, store) = demo_store().await;
-        Self::serve(dir, store).await
+        Self::serve(TestStore::demo(false).await).await
     }
 
-    pub async fn serve(dir: TempDir, store: LocalStore) -> Self {
+    /// Like [`Origin::demo`], for tests that change the stored binaries.
+    pub async fn demo_with_own_objects() -> Self {
+        Self::serve(TestStore::demo(true).await).await
+    }
+
+    pub async fn serve(store: TestStore) -> Self {
+        Self::serve_with(store, ServeConfig::default()).await
+    }
+
+    pub async fn serve_with(store: TestStore, config: ServeConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(fleetpack_origin::server::run(
-            listener,
-            store.clone(),
-            ServeConfig::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        match &store {
+            TestStore::Local { store, .. } => {
+                tokio::spawn(fleetpack_origin::server::run(
+                    listener,
+                    store.clone(),
+                    config,
+                    stopped,
+                ));
+            }
+            TestStore::Aws { store, .. } => {
+                tokio::spawn(fleetpack_origin::server::run(
+                    listener,
+                    store.clone(),
+                    config,
+                    stopped,
+                ));
+            }
+        }
         Origin {
             addr,
             store,
             shutdown: Some(shutdown),
-            dir,
         }
-    }
-
-    pub fn object_path(&self, app: &str, version: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("objects")
-            .join(format!("{app}_{version}"))
     }
 
     pub async fn get(&self, target: &str) -> Response {
@@ -185,13 +371,12 @@ pub struct OriginProcess {
 }
 
 impl OriginProcess {
-    pub fn spawn(data_dir: &Path) -> Self {
+    pub fn spawn(store: &TestStore) -> Self {
         let logs = tempfile::tempdir().expect("temp dir");
         let log_path = logs.path().join("stderr");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = command("fleetpack-origin")
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(store.args())
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -426,7 +611,7 @@ pub fn expected_details(apps: &[(&str, &str)], known: &[&str]) -> Value {
         let status = if known.contains(&app) { 304 } else { 200 };
         let detail = json!({
             "latestVersion": version,
-            "url": format!("local://{app}_{version}"),
+            "url": object_url(&format!("{app}_{version}")),
             "status_code": status,
             "channel": channel,
             "md5": binary.md5,

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use fleetpack_origin::publish::{Release, publish};
+use fleetpack_origin::publish::Release;
 use http::StatusCode;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::decode::{Member, decode_both};
-use crate::harness::{Origin, eventually, expected_details, object_keys};
+use crate::harness::{Origin, eventually, expected_details, object_keys, object_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_ok_and_readyz_reports_nine_rules() {
@@ -29,10 +29,7 @@ async fn healthz_is_ok_and_readyz_reports_nine_rules() {
     assert_eq!(report["rules"], json!(9));
     assert_eq!(report["rejectedRules"], json!(0));
     assert_eq!(report["lastRefreshError"], Value::Null);
-    assert_eq!(
-        report["store"],
-        json!(format!("local store at {}", origin.dir.path().display()))
-    );
+    assert_eq!(report["store"], json!(origin.store.describe()));
 }
 
 async fn served_rules(origin: &Origin) -> Value {
@@ -63,9 +60,7 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
         mandatory: true,
         enabled: true,
     };
-    publish(&origin.store, &release, &binary, &|_| {})
-        .await
-        .expect("publish while serving");
+    origin.store.publish(&release, &binary).await;
 
     eventually(Duration::from_secs(10), "tenth rule served", || async {
         served_rules(&origin).await == json!(10)
@@ -88,7 +83,7 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
     );
     expected["Thermostat"] = json!({
         "latestVersion": "3.1.0",
-        "url": "local://Thermostat_3.1.0",
+        "url": object_url("Thermostat_3.1.0"),
         "status_code": 200,
         "channel": "prod",
         "md5": md5,

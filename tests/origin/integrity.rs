@@ -9,10 +9,13 @@ const STORE_UNAVAILABLE: &str = "the package store is unavailable; retry later";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_changed_after_publish_aborts_the_package_mid_body() {
-    let origin = Origin::demo().await;
+    let origin = Origin::demo_with_own_objects().await;
     let original = &demo_binary("scoreboard", "prod").bytes;
     let forged: Vec<u8> = original.iter().map(|b| !b).collect();
-    std::fs::write(origin.object_path("scoreboard", "1.0.0"), &forged).expect("replace object");
+    origin
+        .store
+        .tamper("scoreboard", "1.0.0", Some(&forged))
+        .await;
 
     let target = format!("/package?{FULL_SAMPLE}");
     let response = request_allowing_abort(origin.addr, Method::GET, &target, &[]).await;
@@ -72,25 +75,28 @@ async fn assert_503_before_body(origin: &Origin) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_object_is_503_with_retry_after_before_any_body() {
-    let origin = Origin::demo().await;
-    std::fs::remove_file(origin.object_path("modemFW", "1.0")).expect("delete object");
+    let origin = Origin::demo_with_own_objects().await;
+    origin.store.tamper("modemFW", "1.0", None).await;
     assert_503_before_body(&origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_of_another_length_is_503_before_any_body() {
-    let origin = Origin::demo().await;
+    let origin = Origin::demo_with_own_objects().await;
     let short = &demo_binary("videoStreamer", "prod").bytes[..1000];
-    std::fs::write(origin.object_path("videoStreamer", "0.0.1"), short).expect("replace object");
+    origin
+        .store
+        .tamper("videoStreamer", "0.0.1", Some(short))
+        .await;
     assert_503_before_body(&origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_of_a_package_reads_no_objects() {
-    let origin = Origin::demo().await;
+    let origin = Origin::demo_with_own_objects().await;
     let target = format!("/package?{FULL_SAMPLE}");
     let before = request_allowing_abort(origin.addr, Method::HEAD, &target, &[]).await;
-    std::fs::remove_file(origin.object_path("modemFW", "1.0")).expect("delete object");
+    origin.store.tamper("modemFW", "1.0", None).await;
     let head = request_allowing_abort(origin.addr, Method::HEAD, &target, &[]).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-type"), "application/gzip");

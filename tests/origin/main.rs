@@ -2,6 +2,7 @@
 //! packages read by GNU tar and Python's tarfile, and the built `fleetpack-origin` and
 //! `fleetpack-seed` binaries (run `cargo build --workspace --bins` first).
 
+mod aws;
 mod conditional;
 mod decode;
 mod determinism;

@@ -7,7 +7,7 @@ use fleetpack_origin::demo::DEMO_FLEET;
 use fleetpack_origin::store::LocalStore;
 use tempfile::TempDir;
 
-use crate::harness::{DEMO_SIZE, Origin, command, demo_binary};
+use crate::harness::{DEMO_SIZE, Origin, TestStore, command, demo_binary};
 
 fn seed(dir: &Path, args: &[&str]) -> Output {
     command("fleetpack-seed")
@@ -146,7 +146,7 @@ async fn seed_resolve_prints_what_the_origin_serves() {
     assert_eq!(resolve.status.code(), Some(0), "{}", stderr(&resolve));
 
     let store = LocalStore::open(dir.path()).expect("open store");
-    let origin = Origin::serve(dir, store).await;
+    let origin = Origin::serve(TestStore::Local { dir, store }).await;
     let package = origin.get(&format!("/package?{query}")).await;
     let metadata = origin
         .get(&format!("/package?{query}&payloadType=metadataOnly"))

@@ -1,0 +1,451 @@
+//! What only the AWS store has: starting before its table exists, refreshes that fail,
+//! rules naming other buckets, conditional rule writes, multipart uploads, and tables
+//! made the way the AWS sample's init.py makes them. Against the S3/DynamoDB-compatible
+//! server the test command starts (the HTTP contract tests also run on this store in
+//! their own pass, FLEETPACK_TEST_STORE=aws).
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use fleetpack_origin::config::ServeConfig;
+use fleetpack_origin::demo::publish_demo;
+use fleetpack_origin::store::Store;
+use http::StatusCode;
+use md5::{Digest, Md5};
+use serde_json::json;
+
+use crate::decode::decode_both;
+use crate::harness::{
+    DEMO_SIZE, Origin, SAMPLE_QUERIES, TestStore, aws_names, aws_store, command, eventually,
+    s3_client,
+};
+
+async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+fn seed(table: &str, bucket: &str, args: &[&str]) -> Output {
+    command("fleetpack-seed")
+        .args(["--store", "aws", "--table", table, "--bucket", bucket])
+        .args(args)
+        .output()
+        .expect("run fleetpack-seed")
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("UTF-8 output")
+}
+
+fn quick_refresh() -> ServeConfig {
+    ServeConfig {
+        rules_refresh: Duration::from_millis(200),
+        ..ServeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_started_before_its_table_recovers_by_itself() {
+    let (table, bucket) = aws_names();
+    let store = fleetpack_origin::store::AwsStore::connect(&table, &bucket).await;
+    let origin = Origin::serve_with(
+        TestStore::Aws {
+            store: store.clone(),
+            table: table.clone(),
+            bucket: bucket.clone(),
+        },
+        ServeConfig::default(),
+    )
+    .await;
+
+    let ready = origin.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let report = ready.json();
+    assert_eq!(report["ready"], json!(false));
+    let error = report["lastRefreshError"]
+        .as_str()
+        .expect("the failure is reported");
+    assert!(error.contains(&table), "{error}");
+    let package = origin.get("/package?cpuArch=armv8").await;
+    package.assert_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the release rules are not loaded yet; retry shortly",
+    );
+    assert_eq!(package.header("cache-control"), "no-store");
+    assert_eq!(package.header("retry-after"), "5");
+
+    let created = aws_store(&table, &bucket).await;
+    for (_, outcome) in publish_demo(&created, DEMO_SIZE).await.expect("publish") {
+        outcome.expect("publish demo release");
+    }
+    eventually(Duration::from_secs(10), "origin ready", || async {
+        origin.get("/readyz").await.status == StatusCode::OK
+    })
+    .await;
+    let package = origin
+        .get("/package?cpuArch=armv8&payloadType=metadataOnly")
+        .await;
+    assert_eq!(package.status, StatusCode::OK);
+    assert_eq!(package.json()["os_armv8"]["latestVersion"], json!("1.1.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_refresh_keeps_serving_the_last_good_rules() {
+    let (table, bucket) = aws_names();
+    let store = aws_store(&table, &bucket).await;
+    for (_, outcome) in publish_demo(&store, DEMO_SIZE).await.expect("publish") {
+        outcome.expect("publish demo release");
+    }
+    let origin = Origin::serve_with(
+        TestStore::Aws {
+            store,
+            table: table.clone(),
+            bucket,
+        },
+        quick_refresh(),
+    )
+    .await;
+    let target = "/package?cpuArch=armv8&attrGamer=prod&payloadType=metadataOnly";
+    let before = origin.get(target).await;
+    assert_eq!(before.status, StatusCode::OK);
+
+    dynamodb_client()
+        .await
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("delete table");
+    eventually(
+        Duration::from_secs(10),
+        "refresh failure reported",
+        || async { !origin.get("/readyz").await.json()["lastRefreshError"].is_null() },
+    )
+    .await;
+    let ready = origin.get("/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "the last good rules still serve"
+    );
+    assert_eq!(ready.json()["rules"], json!(9));
+    assert!(
+        origin
+            .metric("fleetpack_rules_refresh_failures_total")
+            .await
+            >= 1
+    );
+    let after = origin.get(target).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert!(after.body == before.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_naming_another_bucket_are_left_out() {
+    let (table, bucket) = aws_names();
+    let store = aws_store(&table, &bucket).await;
+    for (_, outcome) in publish_demo(&store, DEMO_SIZE).await.expect("publish") {
+        outcome.expect("publish demo release");
+    }
+    let item = HashMap::from([
+        ("app".to_owned(), AttributeValue::S("scoreboard".to_owned())),
+        ("env".to_owned(), AttributeValue::S("nightly".to_owned())),
+        ("version".to_owned(), AttributeValue::S("9.0.0".to_owned())),
+        (
+            "url".to_owned(),
+            AttributeValue::S("s3://someone-elses-bucket/scoreboard_9.0.0".to_owned()),
+        ),
+        (
+            "md5".to_owned(),
+            AttributeValue::S("0123456789abcdef0123456789abcdef".to_owned()),
+        ),
+    ]);
+    dynamodb_client()
+        .await
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put foreign rule");
+    let origin = Origin::serve(TestStore::Aws {
+        store,
+        table,
+        bucket,
+    })
+    .await;
+    let report = origin.get("/readyz").await.json();
+    assert_eq!(report["rules"], json!(9));
+    assert_eq!(report["rejectedRules"], json!(1));
+    origin
+        .get("/package?cpuArch=mips&scoreboard=nightly")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "no deployment package found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_on_aws_creates_publishes_refuses_and_resolves() {
+    let (table, bucket) = aws_names();
+    let init = seed(&table, &bucket, &["init"]);
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init.stderr));
+    assert_eq!(
+        text(&init.stdout),
+        format!("table {table}: created\nbucket {bucket}: created\n")
+    );
+    let again = seed(&table, &bucket, &["init"]);
+    assert_eq!(
+        text(&again.stdout),
+        format!(
+            "table {table}: already there, left as it is\nbucket {bucket}: already there, left as it is\n"
+        )
+    );
+
+    let demo = seed(&table, &bucket, &["demo", "--size", &DEMO_SIZE.to_string()]);
+    assert_eq!(demo.status.code(), Some(0), "{}", text(&demo.stderr));
+    assert_eq!(text(&demo.stdout).lines().count(), 9);
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let other = scratch.path().join("other.bin");
+    std::fs::write(&other, b"other bytes").expect("write");
+    let other = other.to_str().expect("UTF-8 path");
+    let refused = seed(
+        &table,
+        &bucket,
+        &[
+            "publish",
+            other,
+            "--app",
+            "modemFW",
+            "--channel",
+            "beta",
+            "--version",
+            "1.0",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr)
+            .contains("app `modemFW` version `1.0` is already published with other bytes"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let newer = seed(
+        &table,
+        &bucket,
+        &[
+            "publish",
+            other,
+            "--app",
+            "modemFW",
+            "--channel",
+            "prod",
+            "--version",
+            "1.1",
+            "--attr",
+            "cellular",
+        ],
+    );
+    assert_eq!(newer.status.code(), Some(0), "{}", text(&newer.stderr));
+    assert!(
+        text(&newer.stdout).contains("published modemFW 1.1 on prod (11 bytes"),
+        "{}",
+        text(&newer.stdout)
+    );
+    assert!(
+        text(&newer.stdout).contains("replacing 1.0"),
+        "{}",
+        text(&newer.stdout)
+    );
+
+    let listed = seed(&table, &bucket, &["list"]);
+    let modem: Vec<&str> = text(&listed.stdout)
+        .lines()
+        .filter(|line| line.starts_with("modemFW"))
+        .collect();
+    assert_eq!(modem.len(), 1, "{modem:?}");
+    assert!(
+        modem[0].contains("1.1") && modem[0].ends_with("served"),
+        "{}",
+        modem[0]
+    );
+
+    let store = aws_store(&table, &bucket).await;
+    let origin = Origin::serve(TestStore::Aws {
+        store,
+        table: table.clone(),
+        bucket: bucket.clone(),
+    })
+    .await;
+    let query = "cpuArch=armv8&attrCellular=prod&payloadType=metadataOnly";
+    let served = origin.get(&format!("/package?{query}")).await;
+    let resolved = seed(&table, &bucket, &["resolve", query]);
+    assert_eq!(
+        resolved.status.code(),
+        Some(0),
+        "{}",
+        text(&resolved.stderr)
+    );
+    assert!(
+        text(&resolved.stdout).ends_with(served.text()),
+        "{}",
+        text(&resolved.stdout)
+    );
+    assert_eq!(served.json()["modemFW"]["latestVersion"], json!("1.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_binaries_are_uploaded_in_parts() {
+    let (table, bucket) = aws_names();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let path = scratch.path().join("image.bin");
+    // Just over the 64 MiB threshold: five parts, the last one short.
+    let bytes: Vec<u8> = (0..(64 * 1024 * 1024 + 12_345u32))
+        .map(|n| (n.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &bytes).expect("write");
+    let path = path.to_str().expect("UTF-8 path");
+    assert_eq!(seed(&table, &bucket, &["init"]).status.code(), Some(0));
+    let published = seed(
+        &table,
+        &bucket,
+        &[
+            "publish",
+            path,
+            "--app",
+            "os_armv8",
+            "--channel",
+            "prod",
+            "--version",
+            "3.0.0",
+        ],
+    );
+    assert_eq!(
+        published.status.code(),
+        Some(0),
+        "{}",
+        text(&published.stderr)
+    );
+
+    let object = s3_client()
+        .await
+        .get_object()
+        .bucket(&bucket)
+        .key("os_armv8_3.0.0")
+        .send()
+        .await
+        .expect("get object");
+    let stored = object
+        .body
+        .collect()
+        .await
+        .expect("object body")
+        .into_bytes();
+    assert!(
+        stored.len() == bytes.len() && stored == bytes,
+        "the stored object differs"
+    );
+    let md5 = hex::encode(Md5::digest(&bytes));
+    let store = aws_store(&table, &bucket).await;
+    let rules = store.load_rules().await.expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].md5, md5);
+    assert_eq!(rules[0].size, Some(bytes.len() as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_made_like_the_sample_is_served_unchanged() {
+    let (table, bucket) = aws_names();
+    let fixture = sample_fixture(&table, &bucket);
+    let store = fleetpack_origin::store::AwsStore::connect(&table, &bucket).await;
+    let origin = Origin::serve(TestStore::Aws {
+        store,
+        table,
+        bucket: bucket.clone(),
+    })
+    .await;
+    let local = Origin::serve(TestStore::demo_local().await).await;
+    for query in SAMPLE_QUERIES {
+        let metadata = origin
+            .get(&format!("/package?{query}&payloadType=metadataOnly"))
+            .await;
+        let expected = local
+            .get(&format!("/package?{query}&payloadType=metadataOnly"))
+            .await;
+        assert_eq!(
+            metadata.status,
+            StatusCode::OK,
+            "{query}: {}",
+            metadata.text()
+        );
+        let (served, reference) = (metadata.json(), expected.json());
+        let apps: Vec<(&String, &serde_json::Value)> =
+            served.as_object().expect("object").iter().collect();
+        let reference_apps: Vec<&String> = reference.as_object().expect("object").keys().collect();
+        assert_eq!(
+            apps.iter().map(|(app, _)| *app).collect::<Vec<_>>(),
+            reference_apps,
+            "{query}"
+        );
+        for (app, detail) in apps {
+            let written = fixture
+                .iter()
+                .find(|item| {
+                    item["app"] == json!(app) && item["version"] == detail["latestVersion"]
+                })
+                .unwrap_or_else(|| {
+                    panic!("{query}: {app} {detail} was not written by the fixture")
+                });
+            assert_eq!(
+                detail["latestVersion"], reference[app]["latestVersion"],
+                "{query}"
+            );
+            assert_eq!(detail["md5"], written["md5"], "{query}");
+            assert_eq!(
+                detail["url"],
+                json!(format!(
+                    "s3://{bucket}/{}",
+                    written["key"].as_str().expect("key")
+                ))
+            );
+            assert_eq!(detail["status_code"], json!(200));
+        }
+        let package = origin.get(&format!("/package?{query}")).await;
+        let members = decode_both(&package.body);
+        assert_eq!(members.len(), served.as_object().expect("object").len() + 1);
+        for member in &members[1..] {
+            let (app, version) = member.name.rsplit_once('_').expect("<app>_<version>");
+            assert_eq!(
+                json!(member.md5),
+                served[app]["md5"],
+                "{query}: {app} {version}"
+            );
+        }
+    }
+}
+
+/// Runs tests/fixtures/aws_sample_init.py (boto3, as the sample's init.py) and returns
+/// what it wrote.
+fn sample_fixture(table: &str, bucket: &str) -> Vec<serde_json::Value> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = workspace.join(".tools/moto/bin/python");
+    let output = std::process::Command::new(&python)
+        .arg(workspace.join("tests/fixtures/aws_sample_init.py"))
+        .args([table, bucket])
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "run {}: {error} (scripts/test.sh installs it)",
+                python.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "fixture failed: {}",
+        text(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("fixture prints JSON")
+}
