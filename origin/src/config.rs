@@ -86,7 +86,7 @@ pub struct Options {
     #[command(flatten)]
     pub store: StoreOptions,
 
-    /// Fill an empty local store with the demo fleet (the AWS sample's nine rules) and
+    /// Fill an empty store with the demo fleet (the AWS sample's nine rules) and
     /// print example requests.
     #[arg(long, env = "FLEETPACK_DEMO")]
     pub demo: bool,
