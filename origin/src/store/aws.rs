@@ -67,6 +67,39 @@ where
     }
 }
 
+/// Passes an error that says the resource is missing; any other fails `action`.
+fn only_missing<E, R>(
+    error: SdkError<E, R>,
+    is_missing: impl FnOnce(&E) -> bool,
+    action: String,
+) -> Result<(), StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match error.as_service_error() {
+        Some(answer) if is_missing(answer) => Ok(()),
+        _ => Err(service(action)(error)),
+    }
+}
+
+/// The outcome of a create call; a resource someone else created meanwhile is there too.
+fn created_unless_taken<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    is_taken: impl FnOnce(&E) -> bool,
+    action: String,
+) -> Result<Created, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(Created::Created),
+        Err(error) if error.as_service_error().is_some_and(is_taken) => Ok(Created::AlreadyThere),
+        Err(error) => Err(service(action)(error)),
+    }
+}
+
 impl AwsStore {
     /// Builds the clients from the standard AWS configuration chain.
     pub async fn connect(table: &str, bucket: &str) -> Self {
@@ -87,120 +120,98 @@ impl AwsStore {
     /// Creates the table (the sample's key schema, on-demand) and the bucket when they
     /// are missing. Never changes existing ones.
     pub async fn init(&self) -> Result<(Created, Created), StoreError> {
-        let table = match self
+        Ok((self.ensure_table().await?, self.ensure_bucket().await?))
+    }
+
+    async fn ensure_table(&self) -> Result<Created, StoreError> {
+        match self
             .dynamodb
             .describe_table()
             .table_name(&self.table)
             .send()
             .await
         {
-            Ok(_) => Created::AlreadyThere,
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                let key = |name: &str, key_type| {
-                    KeySchemaElement::builder()
-                        .attribute_name(name)
-                        .key_type(key_type)
-                        .build()
-                        .expect("name and key type are set")
-                };
-                let attribute = |name: &str| {
-                    AttributeDefinition::builder()
-                        .attribute_name(name)
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .expect("name and type are set")
-                };
-                let created = self
-                    .dynamodb
-                    .create_table()
-                    .table_name(&self.table)
-                    .key_schema(key("app", KeyType::Hash))
-                    .key_schema(key("env", KeyType::Range))
-                    .attribute_definitions(attribute("app"))
-                    .attribute_definitions(attribute("env"))
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .send()
-                    .await;
-                match created {
-                    Ok(_) => {
-                        // DynamoDB creates tables asynchronously; writes fail until it is active.
-                        self.dynamodb
-                            .wait_until_table_exists()
-                            .table_name(&self.table)
-                            .wait(TABLE_CREATION_LIMIT)
-                            .await
-                            .map_err(|error| StoreError::Service {
-                                action: format!("table `{}` did not become active", self.table),
-                                detail: DisplayErrorContext(&error).to_string(),
-                            })?;
-                        Created::Created
-                    }
-                    // Someone else created it in the meantime.
-                    Err(error)
-                        if error
-                            .as_service_error()
-                            .is_some_and(|e| e.is_resource_in_use_exception()) =>
-                    {
-                        Created::AlreadyThere
-                    }
-                    Err(error) => {
-                        return Err(service(format!("cannot create table `{}`", self.table))(
-                            error,
-                        ));
-                    }
-                }
-            }
-            Err(error) => {
-                return Err(service(format!("cannot describe table `{}`", self.table))(
-                    error,
-                ));
-            }
+            Ok(_) => return Ok(Created::AlreadyThere),
+            Err(error) => only_missing(
+                error,
+                |e| e.is_resource_not_found_exception(),
+                format!("cannot describe table `{}`", self.table),
+            )?,
+        }
+        let key = |name: &str, key_type| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+                .expect("name and key type are set")
         };
-        let bucket = match self.s3.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Created::AlreadyThere,
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                let mut create = self.s3.create_bucket().bucket(&self.bucket);
-                // us-east-1 is the one region that refuses a location constraint.
-                if let Some(region) = self
-                    .s3
-                    .config()
-                    .region()
-                    .map(|region| region.as_ref().to_owned())
-                    && region != "us-east-1"
-                {
-                    create = create.create_bucket_configuration(
-                        aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                            .location_constraint(region.as_str().into())
-                            .build(),
-                    );
-                }
-                match create.send().await {
-                    Ok(_) => Created::Created,
-                    Err(error)
-                        if error
-                            .as_service_error()
-                            .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
-                    {
-                        Created::AlreadyThere
-                    }
-                    Err(error) => {
-                        return Err(service(format!("cannot create bucket `{}`", self.bucket))(
-                            error,
-                        ));
-                    }
-                }
-            }
-            Err(error) => {
-                return Err(service(format!("cannot reach bucket `{}`", self.bucket))(
-                    error,
-                ));
-            }
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("name and type are set")
         };
-        Ok((table, bucket))
+        let created = self
+            .dynamodb
+            .create_table()
+            .table_name(&self.table)
+            .key_schema(key("app", KeyType::Hash))
+            .key_schema(key("env", KeyType::Range))
+            .attribute_definitions(attribute("app"))
+            .attribute_definitions(attribute("env"))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        let created = created_unless_taken(
+            created,
+            |e| e.is_resource_in_use_exception(),
+            format!("cannot create table `{}`", self.table),
+        )?;
+        if created == Created::Created {
+            // DynamoDB creates tables asynchronously; writes fail until it is active.
+            self.dynamodb
+                .wait_until_table_exists()
+                .table_name(&self.table)
+                .wait(TABLE_CREATION_LIMIT)
+                .await
+                .map_err(|error| StoreError::Service {
+                    action: format!("table `{}` did not become active", self.table),
+                    detail: DisplayErrorContext(&error).to_string(),
+                })?;
+        }
+        Ok(created)
+    }
+
+    async fn ensure_bucket(&self) -> Result<Created, StoreError> {
+        match self.s3.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(Created::AlreadyThere),
+            Err(error) => only_missing(
+                error,
+                |e| e.is_not_found(),
+                format!("cannot reach bucket `{}`", self.bucket),
+            )?,
+        }
+        let mut create = self.s3.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the one region that refuses a location constraint.
+        if let Some(region) = self
+            .s3
+            .config()
+            .region()
+            .map(|region| region.as_ref().to_owned())
+            && region != "us-east-1"
+        {
+            create = create.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(region.as_str().into())
+                    .build(),
+            );
+        }
+        created_unless_taken(
+            create.send().await,
+            |e| e.is_bucket_already_owned_by_you(),
+            format!("cannot create bucket `{}`", self.bucket),
+        )
     }
 
     async fn put_small(
