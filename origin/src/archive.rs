@@ -154,17 +154,12 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
 
     let mut buf = vec![0u8; READ_CHUNK];
     for PackageObject { entry, object } in objects {
-        let header = tar_header(&entry.file_name(), object.len)?;
-        let mut segment = Segment::start(out, &mut totals);
-        segment.write(header.as_bytes()).await?;
-        if let Err(error) = copy_checked(&mut segment, &entry, object, &mut buf).await {
-            // The connection is aborted next, but a client that ignores that must not
-            // decode a shorter archive either: Python's tarfile takes a gzip stream cut at
-            // an entry boundary for the end of the archive.
-            let _ = segment.poison().await;
-            return Err(error);
-        }
-        segment.finish().await?;
+        let binary = Binary {
+            name: entry.file_name(),
+            key: entry.object.key.clone(),
+            md5: entry.md5.clone(),
+        };
+        write_binary_segment(out, &mut totals, &binary, object, &mut buf).await?;
     }
 
     let mut segment = Segment::start(out, &mut totals);
@@ -180,10 +175,66 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A binary as it goes into a package: its entry name and what it must be.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    /// `<app>_<version>`.
+    pub name: String,
+    /// The object key, for errors.
+    pub key: String,
+    pub md5: String,
+}
+
+/// CRC-32 and length of one uncompressed tar entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryTotals {
+    pub crc32: u32,
+    pub len: u64,
+}
+
+/// Compresses one binary's tar entry into `out` as a segment of its own, exactly as
+/// [`write_package`] does: what publishing stores ahead of time.
+pub async fn write_segment<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    binary: &Binary,
+    object: StoreObject,
+) -> Result<EntryTotals, ArchiveError> {
+    let mut totals = Totals::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    write_binary_segment(out, &mut totals, binary, object, &mut buf).await?;
+    out.flush().await?;
+    Ok(EntryTotals {
+        crc32: totals.crc.finalize(),
+        len: totals.len,
+    })
+}
+
+/// One binary's segment: header, data checked for length and MD5 as it streams, padding.
+async fn write_binary_segment<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    totals: &mut Totals,
+    binary: &Binary,
+    object: StoreObject,
+    buf: &mut [u8],
+) -> Result<(), ArchiveError> {
+    let header = tar_header(&binary.name, object.len)?;
+    let mut segment = Segment::start(out, totals);
+    segment.write(header.as_bytes()).await?;
+    if let Err(error) = copy_checked(&mut segment, binary, object, buf).await {
+        // The connection is aborted next, but a client that ignores that must not
+        // decode a shorter archive either: Python's tarfile takes a gzip stream cut at
+        // an entry boundary for the end of the archive.
+        let _ = segment.poison().await;
+        return Err(error);
+    }
+    segment.finish().await?;
+    Ok(())
+}
+
 /// Streams one object into its segment, checking its length and MD5, then pads it.
 async fn copy_checked<W: AsyncWrite + Unpin>(
     segment: &mut Segment<'_, W>,
-    entry: &PlanEntry,
+    binary: &Binary,
     object: StoreObject,
     buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
@@ -204,16 +255,16 @@ async fn copy_checked<W: AsyncWrite + Unpin>(
     }
     if seen != len {
         return Err(ArchiveError::LengthMismatch {
-            key: entry.object.key.clone(),
+            key: binary.key.clone(),
             expected: len,
             actual: seen,
         });
     }
     let actual = hex::encode(md5.finalize());
-    if actual != entry.md5 {
+    if actual != binary.md5 {
         return Err(ArchiveError::DigestMismatch {
-            key: entry.object.key.clone(),
-            expected: entry.md5.clone(),
+            key: binary.key.clone(),
+            expected: binary.md5.clone(),
             actual,
         });
     }
@@ -341,6 +392,53 @@ mod tests {
         assert_eq!(&tar[1024..1040], b"demo_1.0.0\0\0\0\0\0\0");
         assert_eq!(&tar[1536..1536 + binary.len()], &binary[..]);
         assert!(tar[tar.len() - 1024..].iter().all(|&b| b == 0));
+    }
+
+    #[tokio::test]
+    async fn segment_written_ahead_is_the_bytes_the_package_carries() {
+        let data = sample_binary();
+        let object = object(&data, &[READ_CHUNK]);
+        let binary = Binary {
+            name: object.entry.file_name(),
+            key: object.entry.object.key.clone(),
+            md5: object.entry.md5.clone(),
+        };
+        let mut segment = Vec::new();
+        let totals = write_segment(&mut segment, &binary, object.object)
+            .await
+            .expect("segment written");
+
+        // A segment never ends the deflate stream; the final block does.
+        let mut entry = Vec::new();
+        flate2::read::DeflateDecoder::new(&[&segment[..], &FINAL_BLOCK].concat()[..])
+            .read_to_end(&mut entry)
+            .expect("a raw deflate segment");
+        assert_eq!(entry.len() as u64, totals.len);
+        assert_eq!(crc32fast::hash(&entry), totals.crc32);
+        assert_eq!(entry.len(), 512 + data.len().div_ceil(512) * 512);
+        assert_eq!(&entry[512..512 + data.len()], &data[..]);
+
+        // Without the binary the package is header, details, end, final block, trailer;
+        // with it, the segment must sit between details and end, byte for byte.
+        let empty = {
+            let mut out = Vec::new();
+            write_package(&mut out, b"{}\n", Vec::new())
+                .await
+                .expect("package");
+            out
+        };
+        let full = package(&[READ_CHUNK]).await;
+        let (inner_empty, inner_full) = (&empty[10..empty.len() - 8], &full[10..full.len() - 8]);
+        assert_eq!(inner_full.len(), inner_empty.len() + segment.len());
+        let spliced = (0..=inner_empty.len()).any(|at| {
+            inner_full[..at] == inner_empty[..at]
+                && inner_full[at..at + segment.len()] == segment[..]
+                && inner_full[at + segment.len()..] == inner_empty[at..]
+        });
+        assert!(
+            spliced,
+            "the package does not carry the segment as written ahead"
+        );
     }
 
     #[tokio::test]

@@ -3,10 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use fleetpack_resolver::{Rule, RuleError};
+use fleetpack_resolver::{
+    ARCHIVE_FORMAT, ObjectLocation, Rule, RuleError, SegmentRef, archive_format_id,
+};
 
+use crate::archive::{Binary, write_segment};
 use crate::digest::digest_file;
-use crate::store::{Progress, Store, StoreError};
+use crate::store::{Progress, Store, StoreError, StoreObject};
 
 /// What to publish: an app's version on a channel, and which devices it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub enum PublishError {
         "the store already has app `{app}` on `{channel}`, spelled that way; names ignore letter case, so publish under that spelling"
     )]
     OtherSpelling { app: String, channel: String },
+    #[error("cannot build the compressed segment of `{name}`: {detail}")]
+    Segment { name: String, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -103,6 +108,7 @@ pub async fn publish<S: Store>(
         enabled: release.enabled,
         mandatory: release.mandatory,
         created_at: Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
+        segment: None,
     };
     rule.check()?;
 
@@ -140,6 +146,9 @@ pub async fn publish<S: Store>(
             true
         }
     };
+    let mut rule = rule;
+    let source = open_file(path, digests.size).await?;
+    rule.segment = Some(store_segment(store, &rule, source).await?);
     let same_rule = stored_rules.iter().find(|other| {
         let republished = Rule {
             created_at: other.created_at.clone(),
@@ -162,5 +171,89 @@ pub async fn publish<S: Store>(
         rule,
         replaced,
         uploaded,
+    })
+}
+
+async fn open_file(path: &Path, len: u64) -> Result<StoreObject, PublishError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| PublishError::Source {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(StoreObject {
+        len,
+        reader: Box::pin(file),
+    })
+}
+
+/// Compresses `rule`'s binary, read from `object`, into its tar entry's deflate segment
+/// (the bytes the origin would compress for it), stores the segment beside the binary
+/// unless it is there already, and returns where it is and what it holds.
+pub async fn store_segment<S: Store>(
+    store: &S,
+    rule: &Rule,
+    object: StoreObject,
+) -> Result<SegmentRef, PublishError> {
+    let binary_location = ObjectLocation::parse(&rule.url)?;
+    let binary = Binary {
+        name: rule.file_name(),
+        key: binary_location.key.clone(),
+        md5: rule.md5.clone(),
+    };
+    let location = store.location(&format!(
+        "{}.{}.deflate",
+        binary_location.key,
+        archive_format_id()
+    ));
+    let scratch = tempfile::NamedTempFile::new().map_err(|source| PublishError::Source {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let scratch_path = scratch.path().to_owned();
+    let written = scratch.reopen().map_err(|source| PublishError::Source {
+        path: scratch_path.clone(),
+        source,
+    })?;
+    let totals = write_segment(&mut tokio::fs::File::from_std(written), &binary, object)
+        .await
+        .map_err(|error| PublishError::Segment {
+            name: binary.name.clone(),
+            detail: error.to_string(),
+        })?;
+    let digests = {
+        let path = scratch_path.clone();
+        tokio::task::spawn_blocking(move || digest_file(&path))
+            .await
+            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+            .map_err(|source| PublishError::Source {
+                path: scratch_path.clone(),
+                source,
+            })?
+    };
+    match store.object_md5(&location).await? {
+        Some(existing) if existing == digests.md5 => {}
+        Some(existing) => {
+            return Err(PublishError::Segment {
+                name: binary.name,
+                detail: format!(
+                    "the stored segment `{}` has MD5 {existing}, this one {}; remove it and build it again",
+                    location.url(),
+                    digests.md5
+                ),
+            });
+        }
+        None => {
+            store
+                .put_object(&location, scratch_path, &digests, &|_| {})
+                .await?
+        }
+    }
+    Ok(SegmentRef {
+        url: location.url(),
+        size: digests.size,
+        crc32: totals.crc32,
+        md5: digests.md5,
+        format: ARCHIVE_FORMAT.to_owned(),
     })
 }

@@ -19,11 +19,11 @@ pub use conditional::{ConditionalError, IfNoneMatch, MAX_ENTITY_TAGS, MAX_IF_NON
 pub use ident::{MAX_IDENT_LEN, is_ident};
 pub use plan::{
     ARCHIVE_FORMAT, DEFLATE_LEVEL, DETAILS_FILE_NAME, ETag, EntryStatus, METADATA_FORMAT,
-    PackagePlan, PlanEntry, TAR_ENTRY_MODE, TAR_ENTRY_MTIME,
+    PackagePlan, PlanEntry, TAR_ENTRY_MODE, TAR_ENTRY_MTIME, archive_format_id,
 };
 pub use query::{DeviceQuery, MAX_PARAMETERS, MAX_QUERY_BYTES, PayloadType, QueryError, Selector};
 pub use rules::{
-    NoPackage, ObjectLocation, Reason, Rejected, Rule, RuleError, RuleSet, Selected, Selection,
-    is_bucket_name,
+    NoPackage, ObjectLocation, Reason, Rejected, Rule, RuleError, RuleSet, SegmentRef, Selected,
+    Selection, is_bucket_name,
 };
 pub use version::compare_versions;

@@ -20,6 +20,11 @@ pub const DEFLATE_LEVEL: u32 = 6;
 /// layout above and how each entry is compressed. It goes into every package ETag, so
 /// change it whenever any of the constants above or the compressor changes.
 pub const ARCHIVE_FORMAT: &str = "fleetpack-archive/1 ustar mode=644 uid=0 gid=0 mtime=0 deflate=miniz_oxide/6 segment-per-entry";
+/// A short name of [`ARCHIVE_FORMAT`] for object keys: 8 hex digits of its SHA-256.
+pub fn archive_format_id() -> String {
+    hex::encode(&Sha256::digest(ARCHIVE_FORMAT.as_bytes())[..4])
+}
+
 /// The same for the metadata-only JSON body.
 pub const METADATA_FORMAT: &str = "fleetpack-metadata/1";
 

@@ -43,6 +43,26 @@ pub struct Rule {
     /// When the rule was published, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// The binary's tar entry compressed at publish time, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentRef>,
+}
+
+/// A binary's tar entry (header, data, padding) compressed ahead of time into one raw
+/// deflate segment that ends with a sync flush: the bytes the origin would compress for
+/// that entry itself (see `ARCHIVE_FORMAT`), stored beside the binary.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// Where the segment is stored, in the form of a rule's `url`.
+    pub url: String,
+    /// Length of the segment in bytes.
+    pub size: u64,
+    /// CRC-32 of the uncompressed tar entry.
+    pub crc32: u32,
+    /// MD5 of the segment's bytes, lowercase hex.
+    pub md5: String,
+    /// The `ARCHIVE_FORMAT` it was made for; one made for another format is not used.
+    pub format: String,
 }
 
 fn default_enabled() -> bool {
@@ -442,6 +462,7 @@ pub(crate) mod tests {
             enabled: true,
             mandatory: false,
             created_at: None,
+            segment: None,
         }
     }
 
@@ -1184,6 +1205,7 @@ pub(crate) mod tests {
                 enabled: true,
                 mandatory: false,
                 created_at: None,
+                segment: None,
             }
         );
     }
@@ -1208,6 +1230,7 @@ pub(crate) mod tests {
             enabled: false,
             mandatory: true,
             created_at: Some("2024-01-02T03:04:05Z".to_owned()),
+            segment: None,
             ..rule("os_armv8", "prod", "1.1.0", &["gamer"])
         };
         let json = serde_json::to_value(&full).expect("a JSON rule");

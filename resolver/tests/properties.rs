@@ -38,6 +38,7 @@ static DEMO: LazyLock<RuleSet> = LazyLock::new(|| {
             enabled: true,
             mandatory: false,
             created_at: None,
+            segment: None,
         });
     let (set, rejected) = RuleSet::build(rules);
     assert_eq!(rejected, []);

@@ -9,9 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleetpack_origin::config::{StoreChoice, StoreOptions};
 use fleetpack_origin::demo::{DEFAULT_DEMO_SIZE, publish_demo};
-use fleetpack_origin::publish::{Published, Release, publish};
+use fleetpack_origin::publish::{Published, Release, publish, store_segment};
 use fleetpack_origin::store::{AwsStore, Created, LocalStore, Store};
-use fleetpack_resolver::{DeviceQuery, IfNoneMatch, PackagePlan, Rule, RuleSet};
+use fleetpack_resolver::{
+    ARCHIVE_FORMAT, DeviceQuery, IfNoneMatch, ObjectLocation, PackagePlan, Rule, RuleSet,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Publish binaries and release rules for fleetpack, and preview what devices get.
@@ -26,6 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
         fleetpack-seed publish ./firmware.bin --app modemFW --channel beta --version 1.1 --attr cellular\n  \
         fleetpack-seed publish ./os.img --app os_armv8 --channel prod --version 1.2.0 --cpu-arch armv8\n  \
         fleetpack-seed list\n  \
+        fleetpack-seed segments\n  \
         fleetpack-seed resolve 'cpuArch=armv8&attrGamer=prod'\n\n\
         Exit status: 0 when everything worked, 1 when something failed (the rest still ran), \
         2 for bad arguments or a bad query."
@@ -83,6 +86,10 @@ enum Command {
         #[arg(long)]
         disabled: bool,
     },
+    /// Build the compressed segment of every rule that lacks one for the current archive
+    /// format, e.g. after adopting a table made by the AWS sample. Rules without a size
+    /// get it too (the binary is checked against the rule's MD5 on the way).
+    Segments,
     /// List the stored rules, with the reason when one cannot be served.
     List {
         /// Print the rules as JSON, in the table's attribute names.
@@ -202,6 +209,7 @@ async fn run_on<S: Store>(store: &S, command: Command) -> anyhow::Result<Outcome
             report(&published);
             Ok(Outcome::Success)
         }
+        Command::Segments => segments(store).await,
         Command::List { json } => list(store, json).await,
         Command::Resolve {
             query,
@@ -246,6 +254,49 @@ fn report(published: &Published) {
         rule.size.unwrap_or_default(),
         rule.md5
     );
+}
+
+async fn segments<S: Store>(store: &S) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::Success;
+    let (mut built, mut current) = (0, 0);
+    for mut rule in store.load_rules().await? {
+        if rule
+            .segment
+            .as_ref()
+            .is_some_and(|segment| segment.format == ARCHIVE_FORMAT)
+        {
+            current += 1;
+            continue;
+        }
+        match build_segment(store, &mut rule).await {
+            Ok(()) => {
+                built += 1;
+                println!(
+                    "built the segment of {} {} on {}",
+                    rule.app, rule.version, rule.channel
+                );
+            }
+            Err(error) => {
+                outcome = Outcome::Failed;
+                eprintln!(
+                    "fleetpack-seed: cannot build the segment of {} {} on {}: {error:#}",
+                    rule.app, rule.version, rule.channel
+                );
+            }
+        }
+    }
+    println!("{built} segments built, {current} already current");
+    Ok(outcome)
+}
+
+async fn build_segment<S: Store>(store: &S, rule: &mut Rule) -> anyhow::Result<()> {
+    let object = store
+        .open_object(&ObjectLocation::parse(&rule.url)?)
+        .await?;
+    rule.size.get_or_insert(object.len);
+    rule.segment = Some(store_segment(store, rule, object).await?);
+    store.put_rule(rule.clone()).await?;
+    Ok(())
 }
 
 async fn list<S: Store>(store: &S, json: bool) -> anyhow::Result<Outcome> {

@@ -449,3 +449,41 @@ fn sample_fixture(table: &str, bucket: &str) -> Vec<serde_json::Value> {
     );
     serde_json::from_slice(&output.stdout).expect("fixture prints JSON")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_segments_builds_what_a_sample_table_lacks() {
+    let (table, bucket) = aws_names();
+    sample_fixture(&table, &bucket);
+    let built = seed(&table, &bucket, &["segments"]);
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built.stderr));
+    assert!(
+        text(&built.stdout).ends_with("9 segments built, 0 already current\n"),
+        "{}",
+        text(&built.stdout)
+    );
+    let again = seed(&table, &bucket, &["segments"]);
+    assert_eq!(text(&again.stdout), "0 segments built, 9 already current\n");
+
+    let store = aws_store(&table, &bucket).await;
+    let rules = store.load_rules().await.expect("rules");
+    let origin = Origin::serve(TestStore::Aws {
+        store,
+        table,
+        bucket,
+    })
+    .await;
+    let package = origin.get("/package?cpuArch=armv8&attrGamer=prod").await;
+    for app in ["os_armv8", "scoreboard", "videoStreamer"] {
+        let rule = rules
+            .iter()
+            .find(|rule| rule.app == app && rule.channel == "prod")
+            .expect("rule");
+        assert!(rule.size.is_some(), "{app} got no size");
+        let segment = rule.segment.as_ref().expect("segment");
+        let bytes = origin.store.read(&segment.url).await;
+        assert!(
+            crate::segments::find(&package.body, &bytes).is_some(),
+            "the package lacks the segment of {app}"
+        );
+    }
+}

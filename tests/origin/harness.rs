@@ -14,6 +14,7 @@ use fleetpack_origin::config::ServeConfig;
 use fleetpack_origin::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
 use fleetpack_origin::publish::{Release, publish};
 use fleetpack_origin::store::{AwsStore, LocalStore, Store};
+use fleetpack_resolver::{ObjectLocation, Rule};
 use http::header::HOST;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -189,6 +190,28 @@ impl TestStore {
             TestStore::Aws { store, .. } => publish(store, release, path, &|_| {}).await,
         };
         published.expect("publish");
+    }
+
+    pub async fn load_rules(&self) -> Vec<Rule> {
+        match self {
+            TestStore::Local { store, .. } => store.load_rules().await,
+            TestStore::Aws { store, .. } => store.load_rules().await,
+        }
+        .expect("load rules")
+    }
+
+    /// The stored bytes at `url` (`local://key` or `s3://bucket/key`).
+    pub async fn read(&self, url: &str) -> Vec<u8> {
+        let object = ObjectLocation::parse(url).expect("a store url");
+        let mut reader = match self {
+            TestStore::Local { store, .. } => store.open_object(&object).await,
+            TestStore::Aws { store, .. } => store.open_object(&object).await,
+        }
+        .expect("open object")
+        .reader;
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).await.expect("read object");
+        bytes
     }
 
     /// Replaces the stored bytes of a binary, or deletes them (`None`).

@@ -13,4 +13,5 @@ mod integrity;
 mod methods;
 mod sample;
 mod seed_cli;
+mod segments;
 mod server;

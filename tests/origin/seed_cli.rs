@@ -227,3 +227,47 @@ fn seed_demo_run_again_changes_nothing() {
         serde_json::from_slice(&std::fs::read(&rules_path).expect("rules.json")).expect("JSON");
     assert_eq!(after, rules);
 }
+
+#[test]
+fn seed_segments_builds_only_what_is_missing() {
+    let dir = seeded();
+    let current = seed(dir.path(), &["segments"]);
+    assert_eq!(current.status.code(), Some(0), "{}", stderr(&current));
+    assert_eq!(stdout(&current), "0 segments built, 9 already current\n");
+
+    let rules_path = dir.path().join("rules.json");
+    let mut rules: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rules_path).expect("rules.json")).expect("JSON");
+    let published = rules.clone();
+    for rule in rules
+        .as_array_mut()
+        .expect("an array of rules")
+        .iter_mut()
+        .take(3)
+    {
+        rule.as_object_mut().expect("a rule").remove("segment");
+    }
+    std::fs::write(
+        &rules_path,
+        serde_json::to_vec_pretty(&rules).expect("JSON"),
+    )
+    .expect("write");
+
+    let built = seed(dir.path(), &["segments"]);
+    assert_eq!(built.status.code(), Some(0), "{}", stderr(&built));
+    assert!(
+        stdout(&built).ends_with("3 segments built, 6 already current\n"),
+        "{}",
+        stdout(&built)
+    );
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rules_path).expect("rules.json")).expect("JSON");
+    for (before, after) in published
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(rebuilt.as_array().into_iter().flatten())
+    {
+        assert_eq!(after["segment"], before["segment"], "{}", after["app"]);
+    }
+}

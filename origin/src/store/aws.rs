@@ -18,7 +18,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
-use fleetpack_resolver::{ObjectLocation, Rule};
+use fleetpack_resolver::{ObjectLocation, Rule, SegmentRef};
 use tokio::io::AsyncReadExt;
 
 use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
@@ -635,9 +635,37 @@ fn rule_from_item(item: &HashMap<String, AttributeValue>) -> Result<Rule, String
         enabled: flag("enabled").map_err(context)?.unwrap_or(true),
         mandatory: flag("mandatory").map_err(context)?.unwrap_or(false),
         created_at: text("createdAt").map_err(context)?,
+        segment: segment_from_item(item.get("segment")).map_err(context)?,
         app,
         channel,
     })
+}
+
+/// Reads the `segment` map written by [`item_from_rule`].
+fn segment_from_item(value: Option<&AttributeValue>) -> Result<Option<SegmentRef>, String> {
+    let map = match value {
+        None | Some(AttributeValue::Null(_)) => return Ok(None),
+        Some(AttributeValue::M(map)) => map,
+        Some(_) => return Err("attribute `segment` is not a map".to_owned()),
+    };
+    let text = |name: &str| match map.get(name) {
+        Some(AttributeValue::S(text)) => Ok(text.clone()),
+        _ => Err(format!("segment.{name} is not a string")),
+    };
+    let number = |name: &str| match map.get(name) {
+        Some(AttributeValue::N(number)) => number
+            .parse::<u64>()
+            .map_err(|_| format!("segment.{name} `{number}` is not a whole number")),
+        _ => Err(format!("segment.{name} is not a number")),
+    };
+    Ok(Some(SegmentRef {
+        url: text("url")?,
+        size: number("size")?,
+        crc32: u32::try_from(number("crc32")?)
+            .map_err(|_| "segment.crc32 is over 32 bits".to_owned())?,
+        md5: text("md5")?,
+        format: text("format")?,
+    }))
 }
 
 fn item_from_rule(rule: &Rule) -> HashMap<String, AttributeValue> {
@@ -681,5 +709,107 @@ fn item_from_rule(rule: &Rule) -> HashMap<String, AttributeValue> {
             )
         }),
     );
+    optional(
+        "segment",
+        rule.segment.as_ref().map(|segment| {
+            AttributeValue::M(HashMap::from([
+                ("url".to_owned(), AttributeValue::S(segment.url.clone())),
+                (
+                    "size".to_owned(),
+                    AttributeValue::N(segment.size.to_string()),
+                ),
+                (
+                    "crc32".to_owned(),
+                    AttributeValue::N(segment.crc32.to_string()),
+                ),
+                ("md5".to_owned(), AttributeValue::S(segment.md5.clone())),
+                (
+                    "format".to_owned(),
+                    AttributeValue::S(segment.format.clone()),
+                ),
+            ]))
+        }),
+    );
     item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_field_survives_the_table() {
+        let rule = Rule {
+            app: "scoreboard".to_owned(),
+            channel: "prod".to_owned(),
+            version: "1.0.0".to_owned(),
+            url: "s3://ota-binaries/scoreboard_1.0.0".to_owned(),
+            md5: "0123456789abcdef0123456789abcdef".to_owned(),
+            cpu_arch: Some("armv8".to_owned()),
+            device_attr: [("gamer".to_owned(), true), ("camera".to_owned(), false)].into(),
+            size: Some(65_536),
+            sha256: Some("ab".repeat(32)),
+            enabled: false,
+            mandatory: true,
+            created_at: Some("2026-01-02T03:04:05Z".to_owned()),
+            segment: Some(SegmentRef {
+                url: "s3://ota-binaries/scoreboard_1.0.0.0a1b2c3d.deflate".to_owned(),
+                size: 65_612,
+                crc32: u32::MAX,
+                md5: "fedcba9876543210fedcba9876543210".to_owned(),
+                format: "fleetpack-archive/1".to_owned(),
+            }),
+        };
+        let item = item_from_rule(&rule);
+        assert_eq!(
+            item["ident"],
+            AttributeValue::S("scoreboard_1.0.0".to_owned())
+        );
+        assert_eq!(rule_from_item(&item), Ok(rule));
+    }
+
+    #[test]
+    fn an_item_written_by_the_sample_reads_as_a_rule() {
+        let item = HashMap::from([
+            (
+                "app".to_owned(),
+                AttributeValue::S("videoStreamer".to_owned()),
+            ),
+            ("env".to_owned(), AttributeValue::S("prod".to_owned())),
+            ("version".to_owned(), AttributeValue::S("0.0.1".to_owned())),
+            (
+                "ident".to_owned(),
+                AttributeValue::S("videoStreamer_0.0.1".to_owned()),
+            ),
+            (
+                "url".to_owned(),
+                AttributeValue::S("s3://b-1/videoStreamer_0.0.1".to_owned()),
+            ),
+            (
+                "md5".to_owned(),
+                AttributeValue::S("0123456789abcdef0123456789abcdef".to_owned()),
+            ),
+            (
+                "deviceAttr".to_owned(),
+                AttributeValue::M(HashMap::from([
+                    ("camera".to_owned(), AttributeValue::Bool(true)),
+                    ("gamer".to_owned(), AttributeValue::Bool(true)),
+                ])),
+            ),
+        ]);
+        let rule = rule_from_item(&item).expect("a rule");
+        assert_eq!(rule.app, "videoStreamer");
+        assert_eq!(rule.channel, "prod");
+        assert_eq!(rule.device_attr.len(), 2);
+        assert!(rule.enabled && rule.size.is_none() && rule.segment.is_none());
+        let mut broken = item.clone();
+        broken.insert(
+            "deviceAttr".to_owned(),
+            AttributeValue::S("gamer".to_owned()),
+        );
+        assert_eq!(
+            rule_from_item(&broken),
+            Err("attribute `deviceAttr` is not a map".to_owned())
+        );
+    }
 }
