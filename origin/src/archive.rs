@@ -13,13 +13,15 @@ use std::io;
 use async_compression::Level;
 use async_compression::tokio::write::DeflateEncoder;
 use fleetpack_resolver::{
-    DEFLATE_LEVEL, DETAILS_FILE_NAME, PlanEntry, TAR_ENTRY_MODE, TAR_ENTRY_MTIME,
+    ARCHIVE_FORMAT, DEFLATE_LEVEL, DETAILS_FILE_NAME, ObjectLocation, PlanEntry, TAR_ENTRY_MODE,
+    TAR_ENTRY_MTIME,
 };
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tar::{EntryType, Header};
 
-use crate::store::StoreObject;
+use crate::store::{Store, StoreError, StoreObject};
+use bytes::Bytes;
 
 /// gzip header (RFC 1952): deflate, no flags, MTIME 0, no extra flags, OS "unknown".
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -144,14 +146,7 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
 ) -> Result<(), ArchiveError> {
     let mut totals = Totals::default();
     out.write_all(&GZIP_HEADER).await?;
-
-    let header = tar_header(DETAILS_FILE_NAME, details.len() as u64)?;
-    let mut segment = Segment::start(out, &mut totals);
-    segment.write(header.as_bytes()).await?;
-    segment.write(details).await?;
-    segment.write(padding(details.len() as u64)).await?;
-    segment.finish().await?;
-
+    write_details_segment(out, &mut totals, details).await?;
     let mut buf = vec![0u8; READ_CHUNK];
     for PackageObject { entry, object } in objects {
         let binary = Binary {
@@ -161,16 +156,242 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
         };
         write_binary_segment(out, &mut totals, &binary, object, &mut buf).await?;
     }
+    write_end_segment(out, &mut totals).await?;
+    out.write_all(&trailer(&totals.crc, totals.len)).await?;
+    out.flush().await?;
+    Ok(())
+}
 
-    let mut segment = Segment::start(out, &mut totals);
-    segment.write(&ZEROS).await?;
+async fn write_details_segment<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    totals: &mut Totals,
+    details: &[u8],
+) -> Result<(), ArchiveError> {
+    let header = tar_header(DETAILS_FILE_NAME, details.len() as u64)?;
+    let mut segment = Segment::start(out, totals);
+    segment.write(header.as_bytes()).await?;
+    segment.write(details).await?;
+    segment.write(padding(details.len() as u64)).await?;
     segment.finish().await?;
+    Ok(())
+}
 
-    out.write_all(&FINAL_BLOCK).await?;
-    out.write_all(&totals.crc.clone().finalize().to_le_bytes())
-        .await?;
-    // RFC 1952 ISIZE: the length modulo 2^32.
-    out.write_all(&(totals.len as u32).to_le_bytes()).await?;
+/// The two zero blocks that end a tar, as one more segment.
+async fn write_end_segment<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    totals: &mut Totals,
+) -> io::Result<()> {
+    let mut segment = Segment::start(out, totals);
+    segment.write(&ZEROS).await?;
+    segment.finish().await
+}
+
+/// The final empty block and the gzip trailer: CRC-32, then the length modulo 2^32
+/// (RFC 1952 ISIZE).
+fn trailer(crc: &crc32fast::Hasher, len: u64) -> [u8; 10] {
+    let mut bytes = [0u8; 10];
+    bytes[..2].copy_from_slice(&FINAL_BLOCK);
+    bytes[2..6].copy_from_slice(&crc.clone().finalize().to_le_bytes());
+    bytes[6..].copy_from_slice(&(len as u32).to_le_bytes());
+    bytes
+}
+
+/// Length of a binary's tar entry: header, data, padding.
+fn tar_entry_len(size: u64) -> u64 {
+    TAR_BLOCK as u64 + size.div_ceil(TAR_BLOCK as u64) * TAR_BLOCK as u64
+}
+
+/// One piece of a spliced package.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Made for this response: gzip header and details segment, or end and trailer.
+    Made(Bytes),
+    /// A segment stored beside a binary at publish time.
+    Stored {
+        object: ObjectLocation,
+        len: u64,
+        md5: String,
+    },
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Made(bytes) => bytes.len() as u64,
+            Piece::Stored { len, .. } => *len,
+        }
+    }
+}
+
+/// A full-payload package assembled from stored segments: the bytes [`write_package`]
+/// would write, with nothing to compress but `package_details.json`, and a length known
+/// before the first byte.
+#[derive(Debug, Clone)]
+pub struct Spliced {
+    pieces: Vec<Piece>,
+    len: u64,
+}
+
+/// The pieces of a spliced package that one response sends, opened.
+#[derive(Debug)]
+pub enum Part {
+    Bytes(Bytes),
+    /// A whole stored segment, checked against its MD5 as it streams.
+    Whole {
+        object: StoreObject,
+        key: String,
+        md5: String,
+    },
+    /// A slice of a stored segment.
+    Slice(StoreObject),
+}
+
+impl Spliced {
+    /// Plans the package, or `None` when some binary to send has no segment made for
+    /// the current [`ARCHIVE_FORMAT`] (then the package is compressed as it streams).
+    pub async fn plan<'a>(
+        details: &[u8],
+        entries: impl IntoIterator<Item = &'a PlanEntry>,
+    ) -> Result<Option<Spliced>, ArchiveError> {
+        let mut head = GZIP_HEADER.to_vec();
+        let mut totals = Totals::default();
+        write_details_segment(&mut head, &mut totals, details).await?;
+        let mut pieces = vec![Piece::Made(head.into())];
+        for entry in entries {
+            let (Some(segment), Some(size)) = (&entry.segment, entry.size) else {
+                return Ok(None);
+            };
+            let Ok(object) = ObjectLocation::parse(&segment.url) else {
+                return Ok(None);
+            };
+            if segment.format != ARCHIVE_FORMAT {
+                return Ok(None);
+            }
+            // The CRC of the whole is combined from each entry's, without reading them.
+            let entry_len = tar_entry_len(size);
+            totals.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                segment.crc32,
+                entry_len,
+            ));
+            totals.len += entry_len;
+            pieces.push(Piece::Stored {
+                object,
+                len: segment.size,
+                md5: segment.md5.clone(),
+            });
+        }
+        let mut tail = Vec::new();
+        write_end_segment(&mut tail, &mut totals).await?;
+        tail.extend_from_slice(&trailer(&totals.crc, totals.len));
+        // The end segment's bytes went into `tail`; its CRC went into `totals` too.
+        pieces.push(Piece::Made(tail.into()));
+        let len = pieces.iter().map(Piece::len).sum();
+        Ok(Some(Spliced { pieces, len }))
+    }
+
+    /// The exact length of the package (never zero: a gzip member has a header).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Opens what the bytes `first..=last` of the package need (the whole package
+    /// when `range` is `None`). A stored segment that is missing or of another length
+    /// than its rule says fails here, before any byte is sent.
+    pub async fn open<S: Store>(
+        &self,
+        store: &S,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<Part>, StoreError> {
+        let (first, last) = range.unwrap_or((0, self.len.saturating_sub(1)));
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        for piece in &self.pieces {
+            let (start, end) = (offset, offset + piece.len());
+            offset = end;
+            if end <= first || start > last {
+                continue;
+            }
+            let from = first.saturating_sub(start);
+            let to = (last + 1).min(end) - start;
+            match piece {
+                Piece::Made(bytes) => {
+                    parts.push(Part::Bytes(bytes.slice(from as usize..to as usize)))
+                }
+                Piece::Stored { object, len, md5 } if from == 0 && to == *len => {
+                    let opened = store.open_object(object).await?;
+                    if opened.len != *len {
+                        return Err(StoreError::ShortObject {
+                            key: object.key.clone(),
+                            wanted: *len,
+                            actual: opened.len,
+                        });
+                    }
+                    parts.push(Part::Whole {
+                        object: opened,
+                        key: object.key.clone(),
+                        md5: md5.clone(),
+                    });
+                }
+                Piece::Stored { object, .. } => {
+                    parts.push(Part::Slice(
+                        store.open_object_range(object, from, to - from).await?,
+                    ));
+                }
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// Writes opened parts of a spliced package. A whole segment whose MD5 differs from its
+/// rule fails the write after it, ended by an invalid block, as [`write_package`] does.
+pub async fn write_parts<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    parts: Vec<Part>,
+) -> Result<(), ArchiveError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    for part in parts {
+        match part {
+            Part::Bytes(bytes) => out.write_all(&bytes).await?,
+            Part::Slice(object) => {
+                let len = object.len;
+                let copied = tokio::io::copy(&mut object.reader.take(len), out).await?;
+                if copied != len {
+                    return Err(ArchiveError::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+            Part::Whole { object, key, md5 } => {
+                let StoreObject { len, mut reader } = object;
+                let mut digest = Md5::new();
+                let mut seen = 0u64;
+                loop {
+                    let read = reader.read(&mut buf).await?;
+                    if read == 0 || seen + read as u64 > len {
+                        break;
+                    }
+                    seen += read as u64;
+                    digest.update(&buf[..read]);
+                    out.write_all(&buf[..read]).await?;
+                }
+                let actual = hex::encode(digest.finalize());
+                if seen != len || actual != md5 {
+                    // Segments end byte-aligned: an invalid block right after stops every
+                    // decoder, as in the streaming path.
+                    let _ = out.write_all(&INVALID_BLOCK).await;
+                    let _ = out.flush().await;
+                    return Err(ArchiveError::DigestMismatch {
+                        key,
+                        expected: md5,
+                        actual,
+                    });
+                }
+            }
+        }
+    }
     out.flush().await?;
     Ok(())
 }
@@ -335,6 +556,7 @@ mod tests {
                 size: Some(data.len() as u64),
                 mandatory: false,
                 status: EntryStatus::Send,
+                segment: None,
             },
             object: StoreObject {
                 len: data.len() as u64,

@@ -33,19 +33,25 @@ pub(crate) const SINK_CHUNK: usize = 64 * 1024;
 /// A body fed by a writer task through [`ChannelSink`]. An `Err` item aborts the
 /// response: hyper then closes the connection without ending the chunked body, so
 /// neither a client nor a cache can take the truncated bytes for a whole package.
-pub fn channel() -> (ChannelSink, Body) {
+///
+/// With `len`, the body announces that exact length (and hyper sends it as
+/// `Content-Length`); a body that ends short of it is cut as well.
+pub fn channel(len: Option<u64>) -> (ChannelSink, Body) {
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let sink = ChannelSink {
         sender: PollSender::new(sender.clone()),
         raw: sender,
         pending: BytesMut::new(),
+        announced: len,
+        sent: 0,
     };
-    (sink, ChannelBody { receiver }.boxed())
+    (sink, ChannelBody { receiver, len }.boxed())
 }
 
 #[derive(Debug)]
 struct ChannelBody {
     receiver: mpsc::Receiver<io::Result<Bytes>>,
+    len: Option<u64>,
 }
 
 impl HttpBody for ChannelBody {
@@ -62,7 +68,8 @@ impl HttpBody for ChannelBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        self.len
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
@@ -72,6 +79,9 @@ pub struct ChannelSink {
     sender: PollSender<io::Result<Bytes>>,
     raw: mpsc::Sender<io::Result<Bytes>>,
     pending: BytesMut,
+    /// The body's announced length, if any, and the bytes handed on so far.
+    announced: Option<u64>,
+    sent: u64,
 }
 
 /// Sent after the last real bytes of an aborted body; see [`ChannelSink::abort`].
@@ -87,24 +97,32 @@ impl ChannelSink {
     ///
     /// hyper drops the response bytes it still buffers when a body fails, and it buffers
     /// up to its write-buffer limit (the server's `max_buf_size`, smaller than
-    /// [`SINK_CHUNK`]). So two chunks of filler follow the real bytes, and the error is
-    /// sent only once the connection has taken them: by then every real byte has gone to
-    /// the socket. The filler itself is never decoded, since whoever aborts ends the real
-    /// bytes with something no decoder accepts.
+    /// [`SINK_CHUNK`]). So up to two chunks of filler follow the real bytes, and the error
+    /// is sent only once the connection has taken them: by then every real byte has gone
+    /// to the socket. The filler itself is never decoded, since whoever aborts ends the
+    /// real bytes with something no decoder accepts; and it never reaches a body's
+    /// announced length.
     pub async fn abort(mut self, error: io::Error) {
         use tokio::io::AsyncWriteExt;
         if self.flush().await.is_err() {
             return;
         }
-        for _ in 0..2 {
+        // A body of announced length must stay short of it, or it would look complete.
+        let mut filler = 2 * SINK_CHUNK as u64;
+        if let Some(announced) = self.announced {
+            filler = filler.min(announced.saturating_sub(self.sent).saturating_sub(1));
+        }
+        while filler > 0 {
+            let take = filler.min(SINK_CHUNK as u64) as usize;
             if self
                 .raw
-                .send(Ok(Bytes::from_static(&FILLER)))
+                .send(Ok(Bytes::from_static(&FILLER[..take])))
                 .await
                 .is_err()
             {
                 return;
             }
+            filler -= take as u64;
         }
         if let Ok(mut permits) = self.raw.reserve_many(CHANNEL_CHUNKS).await
             && let Some(permit) = permits.next()
@@ -116,6 +134,7 @@ impl ChannelSink {
     fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.sender.poll_reserve(cx)).map_err(|_| client_gone())?;
         let chunk = self.pending.split().freeze();
+        self.sent += chunk.len() as u64;
         self.sender
             .send_item(Ok(chunk))
             .map_err(|_| client_gone())?;

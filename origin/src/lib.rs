@@ -16,6 +16,7 @@ pub mod demo;
 pub mod digest;
 pub mod metrics;
 pub mod publish;
+pub mod range;
 pub mod server;
 pub mod service;
 pub mod snapshot;

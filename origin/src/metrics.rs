@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Statuses the origin answers with; anything else is counted as `other`.
-const STATUSES: [u16; 9] = [200, 304, 400, 403, 404, 405, 500, 503, 0];
+const STATUSES: [u16; 11] = [200, 206, 304, 400, 403, 404, 405, 416, 500, 503, 0];
 
 /// Process-wide counters, shared by every connection.
 #[derive(Debug, Default)]
@@ -15,6 +15,10 @@ pub struct Metrics {
     pub packages_completed: AtomicU64,
     pub packages_aborted: AtomicU64,
     pub packages_client_gone: AtomicU64,
+    /// Full-payload bodies assembled from stored segments, and requests that fell back
+    /// to compressing because a stored segment was unusable.
+    pub packages_spliced: AtomicU64,
+    pub spliced_fallbacks: AtomicU64,
     pub rules_refresh_failures: AtomicU64,
     /// Gauges of the current rules snapshot.
     pub rules_served: AtomicU64,
@@ -51,7 +55,19 @@ impl Metrics {
                 get(counter)
             );
         }
-        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+            (
+                "fleetpack_packages_spliced_total",
+                "counter",
+                "Full-payload bodies assembled from stored segments.",
+                &self.packages_spliced,
+            ),
+            (
+                "fleetpack_spliced_fallbacks_total",
+                "counter",
+                "Packages compressed as they stream because a stored segment was unusable.",
+                &self.spliced_fallbacks,
+            ),
             (
                 "fleetpack_packages_started_total",
                 "counter",

@@ -10,15 +10,16 @@ use fleetpack_resolver::{
     QueryError,
 };
 use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-    RETRY_AFTER,
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::archive::{self, PackageObject};
+use crate::archive::{self, ArchiveError, PackageObject, Part, Spliced};
 use crate::body::{self, Body, ChannelSink};
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
+use crate::range::{self, RangeRequest};
 use crate::snapshot::Rules;
 use crate::store::{Store, StoreError};
 
@@ -55,6 +56,10 @@ pub enum RequestError {
     NotReady,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the range starts past the end of the {len}-byte package; ask for bytes below {len}")]
+    RangeNotSatisfiable { len: u64 },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("object `{key}` is {actual} bytes long, but its rule says {expected}")]
     SizeMismatch {
         key: String,
@@ -149,13 +154,103 @@ async fn package<S: Store, B>(
     let response = response
         .header(CONTENT_TYPE, GZIP)
         .header(CONTENT_DISPOSITION, ATTACHMENT);
+    match Spliced::plan(plan.details_json(), plan.to_send()).await? {
+        Some(spliced) => spliced_package(app, request, head, plan, spliced, response).await,
+        None => live_package(app, head, plan, response).await,
+    }
+}
+
+/// A package assembled from stored segments: exact length, byte ranges.
+async fn spliced_package<S: Store, B>(
+    app: &Arc<App<S>>,
+    request: &Request<B>,
+    head: bool,
+    plan: PackagePlan,
+    spliced: Spliced,
+    response: http::response::Builder,
+) -> Result<Response<Body>, RequestError> {
+    let len = spliced.len();
+    let etag = plan.etag().to_string();
+    let headers = request.headers();
+    let range = range::evaluate(
+        headers.get(RANGE).map(HeaderValue::as_bytes),
+        headers.get(IF_RANGE).map(HeaderValue::as_bytes),
+        &etag,
+        len,
+    );
+    let response = response.header(ACCEPT_RANGES, "bytes");
+    if head {
+        // HEAD reads no objects and ignores Range: it tells the whole package's length.
+        return Ok(response
+            .header(CONTENT_LENGTH, len)
+            .body(body::empty())
+            .expect("valid response parts"));
+    }
+    let (response, first_last) = match range {
+        RangeRequest::Unsatisfiable => return Err(RequestError::RangeNotSatisfiable { len }),
+        RangeRequest::Full => (response, None),
+        RangeRequest::Partial { first, last } => (
+            response
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(CONTENT_RANGE, format!("bytes {first}-{last}/{len}")),
+            Some((first, last)),
+        ),
+    };
+    let parts = match spliced.open(&app.store, first_last).await {
+        Ok(parts) => parts,
+        Err(error) => {
+            // Never a wrong body: a segment that is missing or of another length sends
+            // this request down the streaming path, which compresses the same bytes.
+            tracing::warn!(etag = %etag, error = %error, "stored segment unusable; compressing this package as it streams");
+            Metrics::increment(&app.metrics.spliced_fallbacks);
+            let response = Response::builder()
+                .status(StatusCode::OK)
+                .header(ETAG, etag_value(plan.etag()))
+                .header(CACHE_CONTROL, app.config.cache.success.clone())
+                .header(CONTENT_TYPE, GZIP)
+                .header(CONTENT_DISPOSITION, ATTACHMENT);
+            return live_package(app, false, plan, response).await;
+        }
+    };
+    let sent = first_last.map_or(len, |(first, last)| last - first + 1);
+    let (sink, body) = body::channel(Some(sent));
+    Metrics::increment(&app.metrics.packages_spliced);
+    tokio::spawn(stream_package(
+        Arc::clone(app),
+        plan,
+        Source::Spliced(parts),
+        sink,
+    ));
+    Ok(response.body(body).expect("valid response parts"))
+}
+
+/// A package compressed as it streams: no length ahead, no ranges.
+async fn live_package<S: Store>(
+    app: &Arc<App<S>>,
+    head: bool,
+    plan: PackagePlan,
+    response: http::response::Builder,
+) -> Result<Response<Body>, RequestError> {
+    let response = response.header(ACCEPT_RANGES, "none");
     if head {
         return Ok(response.body(body::empty()).expect("valid response parts"));
     }
     let objects = open_objects(&app.store, &plan).await?;
-    let (sink, body) = body::channel();
-    tokio::spawn(stream_package(Arc::clone(app), plan, objects, sink));
+    let (sink, body) = body::channel(None);
+    tokio::spawn(stream_package(
+        Arc::clone(app),
+        plan,
+        Source::Live(objects),
+        sink,
+    ));
     Ok(response.body(body).expect("valid response parts"))
+}
+
+/// Where a package's bytes come from.
+#[derive(Debug)]
+enum Source {
+    Live(Vec<PackageObject>),
+    Spliced(Vec<Part>),
 }
 
 /// Opens every binary to send before the status line, so that a missing object is a
@@ -185,12 +280,18 @@ async fn open_objects<S: Store>(
 async fn stream_package<S: Store>(
     app: Arc<App<S>>,
     plan: PackagePlan,
-    objects: Vec<PackageObject>,
+    source: Source,
     mut sink: ChannelSink,
 ) {
     let metrics = &app.metrics;
     Metrics::increment(&metrics.packages_started);
-    match archive::write_package(&mut sink, plan.details_json(), objects).await {
+    let written = match source {
+        Source::Live(objects) => {
+            archive::write_package(&mut sink, plan.details_json(), objects).await
+        }
+        Source::Spliced(parts) => archive::write_parts(&mut sink, parts).await,
+    };
+    match written {
         Ok(()) => Metrics::increment(&metrics.packages_completed),
         Err(error) if sink.is_closed() => {
             Metrics::increment(&metrics.packages_client_gone);
@@ -239,6 +340,16 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
             (StatusCode::NOT_FOUND, error.to_string())
         }
         RequestError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, error.to_string()),
+        RequestError::RangeNotSatisfiable { .. } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, error.to_string())
+        }
+        RequestError::Archive(_) => {
+            tracing::error!(error = %error, "cannot plan a package");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the package cannot be built; this is a bug in the origin".to_owned(),
+            )
+        }
         RequestError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         RequestError::Store(_) | RequestError::SizeMismatch { .. } => {
             tracing::error!(error = %error, "package store failure");
@@ -264,6 +375,12 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
         }
         StatusCode::SERVICE_UNAVAILABLE => {
             headers.insert(RETRY_AFTER, config.cache.retry_after.clone());
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            if let RequestError::RangeNotSatisfiable { len } = error {
+                let unsatisfied = HeaderValue::try_from(format!("bytes */{len}"));
+                headers.insert(CONTENT_RANGE, unsatisfied.expect("digits and ASCII"));
+            }
         }
         _ => {}
     }

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::conditional::IfNoneMatch;
 use crate::query::PayloadType;
-use crate::rules::{ObjectLocation, Selection};
+use crate::rules::{ObjectLocation, SegmentRef, Selection};
 
 /// Name of the JSON document that opens every package, and the metadata-only body.
 pub const DETAILS_FILE_NAME: &str = "package_details.json";
@@ -59,6 +59,8 @@ pub struct PlanEntry {
     pub size: Option<u64>,
     pub mandatory: bool,
     pub status: EntryStatus,
+    /// The binary's tar entry compressed at publish time, if it was.
+    pub segment: Option<SegmentRef>,
 }
 
 impl PlanEntry {
@@ -124,6 +126,7 @@ impl PackagePlan {
                     sha256: rule.sha256.clone(),
                     size: rule.size,
                     mandatory: rule.mandatory,
+                    segment: rule.segment.clone(),
                     status: if known {
                         EntryStatus::NotModified
                     } else {
@@ -437,6 +440,7 @@ mod tests {
                 size: Some(1024),
                 mandatory: true,
                 status: EntryStatus::Send,
+                segment: None,
             }]
         );
         assert_eq!(plan.entries()[0].file_name(), "os_armv8_1.1.0");

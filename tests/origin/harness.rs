@@ -200,6 +200,18 @@ impl TestStore {
         .expect("load rules")
     }
 
+    /// Removes the `segment` of every rule, as for a table the sample made.
+    pub async fn strip_segments(&self) {
+        for mut rule in self.load_rules().await {
+            rule.segment = None;
+            match self {
+                TestStore::Local { store, .. } => store.put_rule(rule).await,
+                TestStore::Aws { store, .. } => store.put_rule(rule).await,
+            }
+            .expect("write rule");
+        }
+    }
+
     /// The stored bytes at `url` (`local://key` or `s3://bucket/key`).
     pub async fn read(&self, url: &str) -> Vec<u8> {
         let object = ObjectLocation::parse(url).expect("a store url");
@@ -216,7 +228,31 @@ impl TestStore {
 
     /// Replaces the stored bytes of a binary, or deletes them (`None`).
     pub async fn tamper(&self, app: &str, version: &str, bytes: Option<&[u8]>) {
-        let key = format!("{app}_{version}");
+        self.tamper_key(format!("{app}_{version}"), bytes).await;
+    }
+
+    /// Replaces the stored segment of a binary with what `change` makes of its bytes,
+    /// or deletes it when `change` gives `None`.
+    pub async fn tamper_segment(
+        &self,
+        app: &str,
+        version: &str,
+        change: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>,
+    ) {
+        let rules = self.load_rules().await;
+        let rule = rules
+            .iter()
+            .find(|rule| rule.app == app && rule.version == version)
+            .expect("a published rule");
+        let segment = rule.segment.as_ref().expect("a segment");
+        let changed = change(self.read(&segment.url).await);
+        let key = ObjectLocation::parse(&segment.url)
+            .expect("segment url")
+            .key;
+        self.tamper_key(key, changed.as_deref()).await;
+    }
+
+    async fn tamper_key(&self, key: String, bytes: Option<&[u8]>) {
         match (self, bytes) {
             (TestStore::Local { dir, .. }, Some(bytes)) => {
                 std::fs::write(dir.path().join("objects").join(key), bytes)
@@ -267,6 +303,14 @@ impl Origin {
     /// Like [`Origin::demo`], for tests that change the stored binaries.
     pub async fn demo_with_own_objects() -> Self {
         Self::serve(TestStore::demo(true).await).await
+    }
+
+    /// Like [`Origin::demo_with_own_objects`], with the rules' segments removed, so that
+    /// packages are compressed as they stream.
+    pub async fn demo_streaming() -> Self {
+        let store = TestStore::demo(true).await;
+        store.strip_segments().await;
+        Self::serve(store).await
     }
 
     pub async fn serve(store: TestStore) -> Self {

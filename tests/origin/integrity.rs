@@ -8,8 +8,64 @@ use crate::harness::{FULL_SAMPLE, Origin, demo_binary, raw_exchange, request_all
 const STORE_UNAVAILABLE: &str = "the package store is unavailable; retry later";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_changed_after_publish_aborts_the_package_mid_body() {
+async fn segment_changed_after_publish_aborts_the_package_mid_body() {
     let origin = Origin::demo_with_own_objects().await;
+    origin
+        .store
+        .tamper_segment("scoreboard", "1.0.0", |bytes| {
+            Some(bytes.iter().map(|b| !b).collect())
+        })
+        .await;
+
+    let target = format!("/package?{FULL_SAMPLE}");
+    let response = request_allowing_abort(origin.addr, Method::GET, &target, &[]).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let announced: usize = response.header("content-length").parse().expect("a length");
+    assert!(response.body_error.is_some(), "the body ended cleanly");
+    assert!(
+        response.body.len() < announced,
+        "all {announced} bytes arrived"
+    );
+    assert!(gnu_tar(&response.body).is_err(), "GNU tar read it whole");
+    assert!(
+        python_tarfile(&response.body).is_err(),
+        "Python's tarfile read it whole"
+    );
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 1);
+    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_segment_falls_back_to_the_same_bytes_compressed_live() {
+    let origin = Origin::demo_with_own_objects().await;
+    let target = format!("/package?{FULL_SAMPLE}");
+    let spliced = origin.get(&target).await;
+    assert_eq!(spliced.header("accept-ranges"), "bytes");
+    origin
+        .store
+        .tamper_segment("modemFW", "1.0", |_| None)
+        .await;
+    let live = origin.get(&target).await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert_eq!(live.header("transfer-encoding"), "chunked");
+    assert_eq!(live.header("accept-ranges"), "none");
+    assert_eq!(live.etag(), spliced.etag());
+    assert!(live.body == spliced.body, "the fallback sent other bytes");
+    assert_eq!(origin.metric("fleetpack_spliced_fallbacks_total").await, 1);
+
+    // A segment of another length than its rule says is not used either.
+    origin
+        .store
+        .tamper_segment("scoreboard", "1.0.0", |_| Some(b"short".to_vec()))
+        .await;
+    let live = origin.get(&target).await;
+    assert!(live.body == spliced.body, "the fallback sent other bytes");
+    assert_eq!(origin.metric("fleetpack_spliced_fallbacks_total").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_changed_after_publish_aborts_the_package_mid_body() {
+    let origin = Origin::demo_streaming().await;
     let original = &demo_binary("scoreboard", "prod").bytes;
     let forged: Vec<u8> = original.iter().map(|b| !b).collect();
     origin
@@ -75,14 +131,14 @@ async fn assert_503_before_body(origin: &Origin) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_object_is_503_with_retry_after_before_any_body() {
-    let origin = Origin::demo_with_own_objects().await;
+    let origin = Origin::demo_streaming().await;
     origin.store.tamper("modemFW", "1.0", None).await;
     assert_503_before_body(&origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_of_another_length_is_503_before_any_body() {
-    let origin = Origin::demo_with_own_objects().await;
+    let origin = Origin::demo_streaming().await;
     let short = &demo_binary("videoStreamer", "prod").bytes[..1000];
     origin
         .store
@@ -97,10 +153,18 @@ async fn head_of_a_package_reads_no_objects() {
     let target = format!("/package?{FULL_SAMPLE}");
     let before = request_allowing_abort(origin.addr, Method::HEAD, &target, &[]).await;
     origin.store.tamper("modemFW", "1.0", None).await;
+    origin
+        .store
+        .tamper_segment("modemFW", "1.0", |_| None)
+        .await;
     let head = request_allowing_abort(origin.addr, Method::HEAD, &target, &[]).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-type"), "application/gzip");
     assert_eq!(head.header("etag"), before.header("etag"));
+    assert_eq!(
+        head.header("content-length"),
+        before.header("content-length")
+    );
     assert_eq!(
         origin.get(&target).await.status,
         StatusCode::SERVICE_UNAVAILABLE

@@ -420,6 +420,45 @@ impl AwsStore {
         Ok(Some(hex::encode(md5::Digest::finalize(md5))))
     }
 
+    /// GetObject, whole or a byte range `(offset, len)` of it.
+    async fn get(
+        &self,
+        object: &ObjectLocation,
+        range: Option<(u64, u64)>,
+    ) -> Result<StoreObject, StoreError> {
+        let request = self.s3.get_object().bucket(&self.bucket).key(&object.key);
+        let request = match range {
+            Some((_, 0)) => {
+                return Ok(StoreObject {
+                    len: 0,
+                    reader: Box::pin(tokio::io::empty()),
+                });
+            }
+            Some((offset, len)) => request.range(format!("bytes={offset}-{}", offset + len - 1)),
+            None => request,
+        };
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Err(StoreError::MissingObject {
+                    key: object.key.clone(),
+                });
+            }
+            Err(error) => return Err(service(format!("cannot get `{}`", object.url()))(error)),
+        };
+        let len = output
+            .content_length()
+            .and_then(|len| u64::try_from(len).ok())
+            .ok_or_else(|| StoreError::Service {
+                action: format!("cannot get `{}`", object.url()),
+                detail: "the response has no Content-Length".to_owned(),
+            })?;
+        Ok(StoreObject {
+            len,
+            reader: Box::pin(output.body.into_async_read()),
+        })
+    }
+
     async fn get_rule(
         &self,
         app: &str,
@@ -484,33 +523,24 @@ impl Store for AwsStore {
     }
 
     async fn open_object(&self, object: &ObjectLocation) -> Result<StoreObject, StoreError> {
-        let output = match self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&object.key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                return Err(StoreError::MissingObject {
-                    key: object.key.clone(),
-                });
-            }
-            Err(error) => return Err(service(format!("cannot get `{}`", object.url()))(error)),
-        };
-        let len = output
-            .content_length()
-            .and_then(|len| u64::try_from(len).ok())
-            .ok_or_else(|| StoreError::Service {
-                action: format!("cannot get `{}`", object.url()),
-                detail: "the response has no Content-Length".to_owned(),
-            })?;
-        Ok(StoreObject {
-            len,
-            reader: Box::pin(output.body.into_async_read()),
-        })
+        self.get(object, None).await
+    }
+
+    async fn open_object_range(
+        &self,
+        object: &ObjectLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<StoreObject, StoreError> {
+        let ranged = self.get(object, Some((offset, len))).await?;
+        if ranged.len != len {
+            return Err(StoreError::ShortObject {
+                key: object.key.clone(),
+                wanted: offset.saturating_add(len),
+                actual: offset.saturating_add(ranged.len),
+            });
+        }
+        Ok(ranged)
     }
 
     fn location(&self, key: &str) -> ObjectLocation {

@@ -6,11 +6,13 @@
 //! `seed` runs never lose each other's rules.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::SeekFrom;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use fleetpack_resolver::{ObjectLocation, Rule};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 use crate::digest::digest_file;
@@ -48,6 +50,29 @@ impl LocalStore {
     /// paths without `.` or `..` segments, so the result stays below `objects/`.
     fn object_path(&self, object: &ObjectLocation) -> PathBuf {
         self.root.join(OBJECTS_DIR).join(&object.key)
+    }
+
+    /// Opens an object's file and reads its length.
+    async fn open_file(
+        &self,
+        object: &ObjectLocation,
+    ) -> Result<(tokio::fs::File, u64), StoreError> {
+        let path = self.object_path(object);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingObject {
+                    key: object.key.clone(),
+                });
+            }
+            Err(error) => return Err(StoreError::io("cannot open", path)(error)),
+        };
+        let len = file
+            .metadata()
+            .await
+            .map_err(StoreError::io("cannot read metadata of", &path))?
+            .len();
+        Ok((file, len))
     }
 
     fn read_rules(path: &Path) -> Result<Vec<Rule>, StoreError> {
@@ -169,24 +194,33 @@ impl Store for LocalStore {
     }
 
     async fn open_object(&self, object: &ObjectLocation) -> Result<StoreObject, StoreError> {
-        let path = self.object_path(object);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::MissingObject {
-                    key: object.key.clone(),
-                });
-            }
-            Err(error) => return Err(StoreError::io("cannot open", path)(error)),
-        };
-        let len = file
-            .metadata()
-            .await
-            .map_err(StoreError::io("cannot read metadata of", &path))?
-            .len();
+        let (file, len) = self.open_file(object).await?;
         Ok(StoreObject {
             len,
             reader: Box::pin(file),
+        })
+    }
+
+    async fn open_object_range(
+        &self,
+        object: &ObjectLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<StoreObject, StoreError> {
+        let (mut file, actual) = self.open_file(object).await?;
+        if offset.checked_add(len).is_none_or(|end| end > actual) {
+            return Err(StoreError::ShortObject {
+                key: object.key.clone(),
+                wanted: offset.saturating_add(len),
+                actual,
+            });
+        }
+        file.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(StoreError::io("cannot seek in", self.object_path(object)))?;
+        Ok(StoreObject {
+            len,
+            reader: Box::pin(file.take(len)),
         })
     }
 

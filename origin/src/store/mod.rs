@@ -61,6 +61,12 @@ pub enum StoreError {
     },
     #[error("{action}: {detail}")]
     Service { action: String, detail: String },
+    #[error("object `{key}` is {actual} bytes long, too short for {wanted} bytes")]
+    ShortObject {
+        key: String,
+        wanted: u64,
+        actual: u64,
+    },
     #[error(
         "the rule for app `{app}` on `{channel}` changed while it was being published; run the publish again"
     )]
@@ -107,6 +113,15 @@ pub trait Store: Send + Sync + 'static {
     fn open_object(
         &self,
         object: &ObjectLocation,
+    ) -> impl Future<Output = Result<StoreObject, StoreError>> + Send;
+
+    /// Opens `len` bytes of a stored object from `offset` on, for Range requests and
+    /// spliced packages. Fails when the object is shorter.
+    fn open_object_range(
+        &self,
+        object: &ObjectLocation,
+        offset: u64,
+        len: u64,
     ) -> impl Future<Output = Result<StoreObject, StoreError>> + Send;
 
     /// Where this store keeps the object with `key`.
