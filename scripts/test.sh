@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Devices decode packages with GNU tar and Python's tarfile; the tests do the same.
+# Devices decode packages with GNU tar, busybox tar and Python's tarfile; the tests do
+# the same.
 missing=()
 command -v tar >/dev/null || missing+=(tar)
 command -v python3 >/dev/null || missing+=(python3)
 command -v gzip >/dev/null || missing+=(gzip)
+command -v busybox >/dev/null || missing+=(busybox)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} with apt-get"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -15,3 +15,4 @@ mod sample;
 mod seed_cli;
 mod segments;
 mod server;
+mod spliced;
