@@ -56,6 +56,12 @@ pub enum ArchiveError {
         expected: String,
         actual: String,
     },
+    #[error("stored segment `{key}` has CRC-32 {actual:08x}, but its rule says {expected:08x}")]
+    SegmentMismatch {
+        key: String,
+        expected: u32,
+        actual: u32,
+    },
     #[error("tar entry `{name}`: {source}")]
     Header {
         name: String,
@@ -210,7 +216,7 @@ enum Piece {
     Stored {
         object: ObjectLocation,
         len: u64,
-        md5: String,
+        crc32: u32,
     },
 }
 
@@ -236,11 +242,11 @@ pub struct Spliced {
 #[derive(Debug)]
 pub enum Part {
     Bytes(Bytes),
-    /// A whole stored segment, checked against its MD5 as it streams.
+    /// A whole stored segment, checked against the CRC-32 of its bytes as it streams.
     Whole {
         object: StoreObject,
         key: String,
-        md5: String,
+        crc32: u32,
     },
     /// A slice of a stored segment.
     Slice(StoreObject),
@@ -277,7 +283,7 @@ impl Spliced {
             pieces.push(Piece::Stored {
                 object,
                 len: segment.size,
-                md5: segment.md5.clone(),
+                crc32: segment.bytes_crc32,
             });
         }
         let mut tail = Vec::new();
@@ -321,7 +327,7 @@ impl Spliced {
                 Piece::Made(bytes) => {
                     parts.push(Part::Bytes(bytes.slice(from as usize..to as usize)))
                 }
-                Piece::Stored { object, len, md5 } if from == 0 && to == *len => {
+                Piece::Stored { object, len, crc32 } if from == 0 && to == *len => {
                     let opened = store.open_object(object).await?;
                     if opened.len != *len {
                         return Err(StoreError::ShortObject {
@@ -333,7 +339,7 @@ impl Spliced {
                     parts.push(Part::Whole {
                         object: opened,
                         key: object.key.clone(),
-                        md5: md5.clone(),
+                        crc32: *crc32,
                     });
                 }
                 Piece::Stored { object, .. } => {
@@ -347,8 +353,9 @@ impl Spliced {
     }
 }
 
-/// Writes opened parts of a spliced package. A whole segment whose MD5 differs from its
-/// rule fails the write after it, ended by an invalid block, as [`write_package`] does.
+/// Writes opened parts of a spliced package. A whole segment whose bytes differ from
+/// what its rule says fails the write after it, ended by an invalid block, as
+/// [`write_package`] does. CRC-32 rather than MD5: it keeps up with copying.
 pub async fn write_parts<W: AsyncWrite + Unpin>(
     out: &mut W,
     parts: Vec<Part>,
@@ -364,9 +371,9 @@ pub async fn write_parts<W: AsyncWrite + Unpin>(
                     return Err(ArchiveError::Io(io::ErrorKind::UnexpectedEof.into()));
                 }
             }
-            Part::Whole { object, key, md5 } => {
+            Part::Whole { object, key, crc32 } => {
                 let StoreObject { len, mut reader } = object;
-                let mut digest = Md5::new();
+                let mut digest = crc32fast::Hasher::new();
                 let mut seen = 0u64;
                 loop {
                     let read = reader.read(&mut buf).await?;
@@ -377,15 +384,15 @@ pub async fn write_parts<W: AsyncWrite + Unpin>(
                     digest.update(&buf[..read]);
                     out.write_all(&buf[..read]).await?;
                 }
-                let actual = hex::encode(digest.finalize());
-                if seen != len || actual != md5 {
+                let actual = digest.finalize();
+                if seen != len || actual != crc32 {
                     // Segments end byte-aligned: an invalid block right after stops every
                     // decoder, as in the streaming path.
                     let _ = out.write_all(&INVALID_BLOCK).await;
                     let _ = out.flush().await;
-                    return Err(ArchiveError::DigestMismatch {
+                    return Err(ArchiveError::SegmentMismatch {
                         key,
-                        expected: md5,
+                        expected: crc32,
                         actual,
                     });
                 }

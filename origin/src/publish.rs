@@ -221,15 +221,18 @@ pub async fn store_segment<S: Store>(
             name: binary.name.clone(),
             detail: error.to_string(),
         })?;
-    let digests = {
+    let (digests, bytes_crc32) = {
         let path = scratch_path.clone();
-        tokio::task::spawn_blocking(move || digest_file(&path))
-            .await
-            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
-            .map_err(|source| PublishError::Source {
-                path: scratch_path.clone(),
-                source,
-            })?
+        tokio::task::spawn_blocking(move || {
+            let digests = digest_file(&path)?;
+            Ok::<_, std::io::Error>((digests, crc32fast::hash(&std::fs::read(&path)?)))
+        })
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+        .map_err(|source| PublishError::Source {
+            path: scratch_path.clone(),
+            source,
+        })?
     };
     match store.object_md5(&location).await? {
         Some(existing) if existing == digests.md5 => {}
@@ -254,6 +257,7 @@ pub async fn store_segment<S: Store>(
         size: digests.size,
         crc32: totals.crc32,
         md5: digests.md5,
+        bytes_crc32,
         format: ARCHIVE_FORMAT.to_owned(),
     })
 }

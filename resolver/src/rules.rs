@@ -52,6 +52,7 @@ pub struct Rule {
 /// deflate segment that ends with a sync flush: the bytes the origin would compress for
 /// that entry itself (see `ARCHIVE_FORMAT`), stored beside the binary.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SegmentRef {
     /// Where the segment is stored, in the form of a rule's `url`.
     pub url: String,
@@ -61,6 +62,8 @@ pub struct SegmentRef {
     pub crc32: u32,
     /// MD5 of the segment's bytes, lowercase hex.
     pub md5: String,
+    /// CRC-32 of the segment's bytes: checked as they are sent, at a cost far below MD5's.
+    pub bytes_crc32: u32,
     /// The `ARCHIVE_FORMAT` it was made for; one made for another format is not used.
     pub format: String,
 }

@@ -33,6 +33,7 @@ async fn published_segments_are_the_bytes_packages_carry() {
         let bytes = origin.store.read(&segment.url).await;
         assert_eq!(bytes.len() as u64, segment.size);
         assert_eq!(hex::encode(Md5::digest(&bytes)), segment.md5);
+        assert_eq!(crc32fast::hash(&bytes), segment.bytes_crc32);
         let selected = details[&rule.app]["latestVersion"] == rule.version.as_str();
         if selected {
             let at = find(&package.body, &bytes)

@@ -694,6 +694,8 @@ fn segment_from_item(value: Option<&AttributeValue>) -> Result<Option<SegmentRef
         crc32: u32::try_from(number("crc32")?)
             .map_err(|_| "segment.crc32 is over 32 bits".to_owned())?,
         md5: text("md5")?,
+        bytes_crc32: u32::try_from(number("bytesCrc32")?)
+            .map_err(|_| "segment.bytesCrc32 is over 32 bits".to_owned())?,
         format: text("format")?,
     }))
 }
@@ -754,6 +756,10 @@ fn item_from_rule(rule: &Rule) -> HashMap<String, AttributeValue> {
                 ),
                 ("md5".to_owned(), AttributeValue::S(segment.md5.clone())),
                 (
+                    "bytesCrc32".to_owned(),
+                    AttributeValue::N(segment.bytes_crc32.to_string()),
+                ),
+                (
                     "format".to_owned(),
                     AttributeValue::S(segment.format.clone()),
                 ),
@@ -787,6 +793,7 @@ mod tests {
                 size: 65_612,
                 crc32: u32::MAX,
                 md5: "fedcba9876543210fedcba9876543210".to_owned(),
+                bytes_crc32: 0x1234_5678,
                 format: "fleetpack-archive/1".to_owned(),
             }),
         };
