@@ -111,10 +111,9 @@ struct Segment<'a, W: AsyncWrite + Unpin> {
 }
 
 impl<'a, W: AsyncWrite + Unpin> Segment<'a, W> {
-    fn start(out: &'a mut W, totals: &'a mut Totals) -> Self {
-        let level = Level::Precise(DEFLATE_LEVEL as i32);
+    fn start(out: &'a mut W, totals: &'a mut Totals, level: u32) -> Self {
         Segment {
-            encoder: DeflateEncoder::with_quality(out, level),
+            encoder: DeflateEncoder::with_quality(out, Level::Precise(level as i32)),
             totals,
         }
     }
@@ -159,6 +158,7 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
             name: entry.file_name(),
             key: entry.object.key.clone(),
             md5: entry.md5.clone(),
+            level: entry.deflate_level,
         };
         write_binary_segment(out, &mut totals, &binary, object, &mut buf).await?;
     }
@@ -174,7 +174,7 @@ async fn write_details_segment<W: AsyncWrite + Unpin>(
     details: &[u8],
 ) -> Result<(), ArchiveError> {
     let header = tar_header(DETAILS_FILE_NAME, details.len() as u64)?;
-    let mut segment = Segment::start(out, totals);
+    let mut segment = Segment::start(out, totals, DEFLATE_LEVEL);
     segment.write(header.as_bytes()).await?;
     segment.write(details).await?;
     segment.write(padding(details.len() as u64)).await?;
@@ -187,7 +187,7 @@ async fn write_end_segment<W: AsyncWrite + Unpin>(
     out: &mut W,
     totals: &mut Totals,
 ) -> io::Result<()> {
-    let mut segment = Segment::start(out, totals);
+    let mut segment = Segment::start(out, totals, DEFLATE_LEVEL);
     segment.write(&ZEROS).await?;
     segment.finish().await
 }
@@ -411,6 +411,8 @@ pub struct Binary {
     /// The object key, for errors.
     pub key: String,
     pub md5: String,
+    /// Deflate level of its tar entry.
+    pub level: u32,
 }
 
 /// CRC-32 and length of one uncompressed tar entry.
@@ -446,7 +448,7 @@ async fn write_binary_segment<W: AsyncWrite + Unpin>(
     buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
     let header = tar_header(&binary.name, object.len)?;
-    let mut segment = Segment::start(out, totals);
+    let mut segment = Segment::start(out, totals, binary.level);
     segment.write(header.as_bytes()).await?;
     if let Err(error) = copy_checked(&mut segment, binary, object, buf).await {
         // The connection is aborted next, but a client that ignores that must not
@@ -564,6 +566,7 @@ mod tests {
                 mandatory: false,
                 status: EntryStatus::Send,
                 segment: None,
+                deflate_level: fleetpack_resolver::DEFLATE_LEVEL,
             },
             object: StoreObject {
                 len: data.len() as u64,
@@ -631,6 +634,7 @@ mod tests {
             name: object.entry.file_name(),
             key: object.entry.object.key.clone(),
             md5: object.entry.md5.clone(),
+            level: object.entry.deflate_level,
         };
         let mut segment = Vec::new();
         let totals = write_segment(&mut segment, &binary, object.object)

@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use std::io::{Read, Write};
+
 use fleetpack_resolver::{
-    ARCHIVE_FORMAT, ObjectLocation, Rule, RuleError, SegmentRef, archive_format_id,
+    ARCHIVE_FORMAT, DEFLATE_LEVEL, ObjectLocation, Rule, RuleError, SegmentRef, archive_format_id,
 };
 
 use crate::archive::{Binary, write_segment};
@@ -82,10 +84,13 @@ pub async fn publish<S: Store>(
             return Err(PublishError::BadAttribute(attribute.clone()));
         }
     }
-    let digests = {
+    let (digests, deflate_level) = {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || {
-            digest_file(&path).map_err(|source| PublishError::Source { path, source })
+            let sample = read_sample(&path);
+            digest_file(&path)
+                .and_then(|digests| Ok((digests, choose_level(&sample?))))
+                .map_err(|source| PublishError::Source { path, source })
         })
         .await
         .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))?
@@ -109,6 +114,7 @@ pub async fn publish<S: Store>(
         mandatory: release.mandatory,
         created_at: Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
         segment: None,
+        deflate_level: Some(deflate_level),
     };
     rule.check()?;
 
@@ -174,6 +180,36 @@ pub async fn publish<S: Store>(
     })
 }
 
+/// How much of a binary decides its deflate level.
+pub const LEVEL_SAMPLE: usize = 4 * 1024 * 1024;
+
+fn read_sample(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut sample = Vec::with_capacity(LEVEL_SAMPLE);
+    std::fs::File::open(path)?
+        .take(LEVEL_SAMPLE as u64)
+        .read_to_end(&mut sample)?;
+    Ok(sample)
+}
+
+/// The deflate level for a binary whose first bytes are `sample`: stored blocks (0)
+/// when the default level saves less than 2% of them, as for encrypted or already
+/// compressed firmware; the default level otherwise.
+pub fn choose_level(sample: &[u8]) -> u32 {
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(sample.len()),
+        flate2::Compression::new(DEFLATE_LEVEL),
+    );
+    let compressed = encoder
+        .write_all(sample)
+        .and_then(|()| encoder.finish())
+        .map_or(sample.len(), |bytes| bytes.len());
+    if compressed * 100 >= sample.len() * 98 {
+        0
+    } else {
+        DEFLATE_LEVEL
+    }
+}
+
 async fn open_file(path: &Path, len: u64) -> Result<StoreObject, PublishError> {
     let file = tokio::fs::File::open(path)
         .await
@@ -200,6 +236,7 @@ pub async fn store_segment<S: Store>(
         name: rule.file_name(),
         key: binary_location.key.clone(),
         md5: rule.md5.clone(),
+        level: rule.deflate_level.unwrap_or(DEFLATE_LEVEL),
     };
     let location = store.location(&format!(
         "{}.{}.deflate",
@@ -260,4 +297,26 @@ pub async fn store_segment<S: Store>(
         bytes_crc32,
         format: ARCHIVE_FORMAT.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incompressible_binaries_get_stored_blocks_and_the_rest_the_default_level() {
+        let mut state = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..LEVEL_SAMPLE)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        assert_eq!(choose_level(&noise), 0);
+        let text: Vec<u8> = b"GNU/Linux firmware image, build 42\n".repeat(10_000);
+        assert_eq!(choose_level(&text), DEFLATE_LEVEL);
+        assert_eq!(choose_level(&[]), 0);
+    }
 }

@@ -14,12 +14,13 @@ pub const DETAILS_FILE_NAME: &str = "package_details.json";
 pub const TAR_ENTRY_MODE: u32 = 0o644;
 /// Modification time of every tar entry, in seconds since the epoch.
 pub const TAR_ENTRY_MTIME: u64 = 0;
-/// Deflate level of every entry's segment (flate2's miniz_oxide backend).
+/// Deflate level of `package_details.json`, the end of the archive, and every binary
+/// whose rule names none (flate2's miniz_oxide backend).
 pub const DEFLATE_LEVEL: u32 = 6;
 /// Names everything besides the plan that decides an archive's bytes: the tar entry
 /// layout above and how each entry is compressed. It goes into every package ETag, so
 /// change it whenever any of the constants above or the compressor changes.
-pub const ARCHIVE_FORMAT: &str = "fleetpack-archive/1 ustar mode=644 uid=0 gid=0 mtime=0 deflate=miniz_oxide/6 segment-per-entry";
+pub const ARCHIVE_FORMAT: &str = "fleetpack-archive/1 ustar mode=644 uid=0 gid=0 mtime=0 deflate=miniz_oxide level=6-or-per-entry segment-per-entry";
 /// A short name of [`ARCHIVE_FORMAT`] for object keys: 8 hex digits of its SHA-256.
 pub fn archive_format_id() -> String {
     hex::encode(&Sha256::digest(ARCHIVE_FORMAT.as_bytes())[..4])
@@ -61,6 +62,8 @@ pub struct PlanEntry {
     pub status: EntryStatus,
     /// The binary's tar entry compressed at publish time, if it was.
     pub segment: Option<SegmentRef>,
+    /// Deflate level of the binary's tar entry.
+    pub deflate_level: u32,
 }
 
 impl PlanEntry {
@@ -127,6 +130,7 @@ impl PackagePlan {
                     size: rule.size,
                     mandatory: rule.mandatory,
                     segment: rule.segment.clone(),
+                    deflate_level: rule.deflate_level.unwrap_or(DEFLATE_LEVEL),
                     status: if known {
                         EntryStatus::NotModified
                     } else {
@@ -144,6 +148,15 @@ impl PackagePlan {
         hasher.update(format.as_bytes());
         hasher.update(b"\n");
         hasher.update(&details);
+        // The level decides the bytes but is not in the details document.
+        if payload == PayloadType::FullPayload {
+            for entry in entries
+                .iter()
+                .filter(|entry| entry.status == EntryStatus::Send)
+            {
+                hasher.update(entry.deflate_level.to_le_bytes());
+            }
+        }
         let etag = ETag(hex::encode(&hasher.finalize()[..16]));
         PackagePlan {
             payload,
@@ -441,6 +454,7 @@ mod tests {
                 mandatory: true,
                 status: EntryStatus::Send,
                 segment: None,
+                deflate_level: DEFLATE_LEVEL,
             }]
         );
         assert_eq!(plan.entries()[0].file_name(), "os_armv8_1.1.0");
@@ -537,7 +551,7 @@ mod tests {
     }
 
     #[test]
-    fn etag_is_32_lowercase_hex_digits_of_the_format_and_details() {
+    fn etag_is_32_lowercase_hex_digits_of_the_format_details_and_levels() {
         let plan = plan(&demo_set(), SAMPLE_QUERY, &[]);
         let opaque = plan.etag().opaque();
         assert_eq!(opaque.len(), 32);
@@ -551,7 +565,22 @@ mod tests {
         let mut hasher = Sha256::new();
         hasher.update(format!("{ARCHIVE_FORMAT}\n").as_bytes());
         hasher.update(plan.details_json());
+        for entry in plan.to_send() {
+            hasher.update(entry.deflate_level.to_le_bytes());
+        }
         assert_eq!(opaque, hex::encode(&hasher.finalize()[..16]));
+    }
+
+    #[test]
+    fn etag_changes_with_a_binary_deflate_level() {
+        let mut fleet = demo_fleet();
+        let six = plan(&RuleSet::build(fleet.clone()).0, SAMPLE_QUERY, &[]);
+        for rule in &mut fleet {
+            rule.deflate_level = Some(0);
+        }
+        let stored = plan(&RuleSet::build(fleet).0, SAMPLE_QUERY, &[]);
+        assert_eq!(stored.details_json(), six.details_json());
+        assert_ne!(stored.etag(), six.etag());
     }
 
     #[test]
@@ -622,7 +651,7 @@ mod tests {
         // The ETag covers these constants only through ARCHIVE_FORMAT.
         assert!(ARCHIVE_FORMAT.contains(&format!(" mode={:o} ", TAR_ENTRY_MODE)));
         assert!(ARCHIVE_FORMAT.contains(&format!(" mtime={TAR_ENTRY_MTIME} ")));
-        assert!(ARCHIVE_FORMAT.contains(&format!("/{DEFLATE_LEVEL} ")));
+        assert!(ARCHIVE_FORMAT.contains(&format!(" level={DEFLATE_LEVEL}-or-per-entry ")));
         assert_ne!(ARCHIVE_FORMAT, METADATA_FORMAT);
         assert_eq!(DETAILS_FILE_NAME, "package_details.json");
     }

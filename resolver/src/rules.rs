@@ -46,6 +46,10 @@ pub struct Rule {
     /// The binary's tar entry compressed at publish time, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<SegmentRef>,
+    /// Deflate level (0 to 9) of the binary's tar entry, chosen at publish time by what
+    /// compression gains; absent means `DEFLATE_LEVEL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deflate_level: Option<u32>,
 }
 
 /// A binary's tar entry (header, data, padding) compressed ahead of time into one raw
@@ -103,6 +107,8 @@ pub enum RuleError {
         value: String,
         digits: usize,
     },
+    #[error("deflateLevel {level} is not a deflate level; use 0 to 9")]
+    BadLevel { level: u32 },
     #[error("url `{url}` is not usable: {reason}")]
     BadUrl { url: String, reason: &'static str },
     #[error(
@@ -131,6 +137,9 @@ impl Rule {
             return Err(RuleError::FileNameTooLong {
                 name: excerpt(&self.file_name()),
             });
+        }
+        if let Some(level) = self.deflate_level.filter(|&level| level > 9) {
+            return Err(RuleError::BadLevel { level });
         }
         check_digest("md5", &self.md5, 32)?;
         if let Some(sha256) = &self.sha256 {
@@ -466,6 +475,7 @@ pub(crate) mod tests {
             mandatory: false,
             created_at: None,
             segment: None,
+            deflate_level: None,
         }
     }
 
@@ -1209,6 +1219,7 @@ pub(crate) mod tests {
                 mandatory: false,
                 created_at: None,
                 segment: None,
+                deflate_level: None,
             }
         );
     }
@@ -1234,6 +1245,7 @@ pub(crate) mod tests {
             mandatory: true,
             created_at: Some("2024-01-02T03:04:05Z".to_owned()),
             segment: None,
+            deflate_level: None,
             ..rule("os_armv8", "prod", "1.1.0", &["gamer"])
         };
         let json = serde_json::to_value(&full).expect("a JSON rule");

@@ -39,6 +39,7 @@ static DEMO: LazyLock<RuleSet> = LazyLock::new(|| {
             mandatory: false,
             created_at: None,
             segment: None,
+            deflate_level: None,
         });
     let (set, rejected) = RuleSet::build(rules);
     assert_eq!(rejected, []);

@@ -9,12 +9,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleetpack_origin::config::{StoreChoice, StoreOptions};
 use fleetpack_origin::demo::{DEFAULT_DEMO_SIZE, publish_demo};
-use fleetpack_origin::publish::{Published, Release, publish, store_segment};
+use fleetpack_origin::publish::{
+    LEVEL_SAMPLE, Published, Release, choose_level, publish, store_segment,
+};
 use fleetpack_origin::store::{AwsStore, Created, LocalStore, Store};
 use fleetpack_resolver::{
     ARCHIVE_FORMAT, DeviceQuery, IfNoneMatch, ObjectLocation, PackagePlan, Rule, RuleSet,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncReadExt;
 
 /// Publish binaries and release rules for fleetpack, and preview what devices get.
 #[derive(Debug, Parser)]
@@ -88,7 +91,8 @@ enum Command {
     },
     /// Build the compressed segment of every rule that lacks one for the current archive
     /// format, e.g. after adopting a table made by the AWS sample. Rules without a size
-    /// get it too (the binary is checked against the rule's MD5 on the way).
+    /// or a deflate level get them too (the binary is checked against the rule's MD5 on
+    /// the way).
     Segments,
     /// List the stored rules, with the reason when one cannot be served.
     List {
@@ -290,9 +294,19 @@ async fn segments<S: Store>(store: &S) -> anyhow::Result<Outcome> {
 }
 
 async fn build_segment<S: Store>(store: &S, rule: &mut Rule) -> anyhow::Result<()> {
-    let object = store
-        .open_object(&ObjectLocation::parse(&rule.url)?)
-        .await?;
+    let location = ObjectLocation::parse(&rule.url)?;
+    let object = store.open_object(&location).await?;
+    if rule.deflate_level.is_none() {
+        let sample_len = object.len.min(LEVEL_SAMPLE as u64);
+        let mut sample = Vec::new();
+        store
+            .open_object_range(&location, 0, sample_len)
+            .await?
+            .reader
+            .read_to_end(&mut sample)
+            .await?;
+        rule.deflate_level = Some(choose_level(&sample));
+    }
     rule.size.get_or_insert(object.len);
     rule.segment = Some(store_segment(store, rule, object).await?);
     store.put_rule(rule.clone()).await?;

@@ -666,6 +666,14 @@ fn rule_from_item(item: &HashMap<String, AttributeValue>) -> Result<Rule, String
         mandatory: flag("mandatory").map_err(context)?.unwrap_or(false),
         created_at: text("createdAt").map_err(context)?,
         segment: segment_from_item(item.get("segment")).map_err(context)?,
+        deflate_level: match text("deflateLevel").map_err(context)? {
+            Some(level) => Some(
+                level
+                    .parse()
+                    .map_err(|_| context(format!("deflateLevel `{level}` is not a number")))?,
+            ),
+            None => None,
+        },
         app,
         channel,
     })
@@ -726,6 +734,11 @@ fn item_from_rule(rule: &Rule) -> HashMap<String, AttributeValue> {
         rule.size.map(|size| AttributeValue::N(size.to_string())),
     );
     optional("createdAt", rule.created_at.clone().map(AttributeValue::S));
+    optional(
+        "deflateLevel",
+        rule.deflate_level
+            .map(|level| AttributeValue::N(level.to_string())),
+    );
     optional(
         "mandatory",
         rule.mandatory.then_some(AttributeValue::Bool(true)),
@@ -796,6 +809,7 @@ mod tests {
                 bytes_crc32: 0x1234_5678,
                 format: "fleetpack-archive/1".to_owned(),
             }),
+            deflate_level: Some(0),
         };
         let item = item_from_rule(&rule);
         assert_eq!(
