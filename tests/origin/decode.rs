@@ -130,20 +130,9 @@ json.dump(members, sys.stdout)
 
 /// Reads `body` from stdin with Python's `tarfile` in `r|gz` mode; `Err` holds the traceback.
 pub fn python_tarfile(body: &[u8]) -> Result<Vec<Member>, String> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let archive = write_body(dir.path(), body);
-    let output = Command::new("python3")
-        .args(["-c", PYTHON_READER])
-        .stdin(Stdio::from(
-            std::fs::File::open(&archive).expect("open package"),
-        ))
-        .output()
-        .expect("run python3 (Python 3 is needed)");
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
+    let stdout = run_python(PYTHON_READER, body)?;
     type Row = (String, u64, String, u32, u64, u64, u64);
-    let rows: Vec<Row> = serde_json::from_slice(&output.stdout).expect("JSON from python");
+    let rows: Vec<Row> = serde_json::from_slice(&stdout).expect("JSON from python");
     Ok(rows
         .into_iter()
         .map(|(name, size, md5, mode, uid, gid, mtime)| Member {
@@ -182,19 +171,8 @@ sys.stdout.buffer.write(out)
 /// which checks the trailer's CRC-32 and length): `Err` unless `body` is exactly one
 /// gzip member, complete, with nothing after it.
 pub fn zlib_one_member(body: &[u8]) -> Result<Vec<u8>, String> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let archive = write_body(dir.path(), body);
-    let output = Command::new("python3")
-        .args(["-c", ZLIB_ONE_MEMBER])
-        .stdin(Stdio::from(
-            std::fs::File::open(&archive).expect("open package"),
-        ))
-        .output()
-        .expect("run python3 (Python 3 is needed)");
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    Ok(output.stdout)
+    let stdout = run_python(ZLIB_ONE_MEMBER, body)?;
+    Ok(stdout)
 }
 
 /// The tar inside `body` as flate2's single-member gzip decoder inflates it (it checks
@@ -318,4 +296,22 @@ pub fn decode_all(body: &[u8]) -> Vec<Member> {
     let read = read_tar(&flate2).unwrap_or_else(|error| panic!("flate2's tar: {error}"));
     assert_eq!(read, members, "flate2 + read_tar and GNU tar disagree");
     members
+}
+
+/// Runs a Python script with `body` on its stdin; its stdout, or `Err` with its stderr.
+fn run_python(script: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = write_body(dir.path(), body);
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::from(
+            std::fs::File::open(&archive).expect("open package"),
+        ))
+        .output()
+        .expect("run python3 (Python 3 is needed)");
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
 }
