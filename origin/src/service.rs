@@ -17,7 +17,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::archive::{self, ArchiveError, PackageObject, Part, Spliced};
 use crate::body::{self, Body, ChannelSink};
-use crate::config::ServeConfig;
+use crate::config::{CachePolicy, ServeConfig};
 use crate::metrics::Metrics;
 use crate::range::{self, RangeRequest};
 use crate::snapshot::Rules;
@@ -132,17 +132,11 @@ async fn package<S: Store, B>(
     let plan = PackagePlan::new(&selection, &if_none_match, query.payload());
     let cache = &app.config.cache;
     if plan.is_not_modified(&if_none_match) {
-        return Ok(Response::builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .header(ETAG, etag_value(plan.etag()))
-            .header(CACHE_CONTROL, cache.success.clone())
+        return Ok(cacheable(StatusCode::NOT_MODIFIED, plan.etag(), cache)
             .body(body::empty())
             .expect("valid response parts"));
     }
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .header(ETAG, etag_value(plan.etag()))
-        .header(CACHE_CONTROL, cache.success.clone());
+    let response = cacheable(StatusCode::OK, plan.etag(), cache);
     if query.payload() == PayloadType::MetadataOnly {
         let details = plan.details_json().to_vec();
         return Ok(with_body(
@@ -151,9 +145,7 @@ async fn package<S: Store, B>(
             head,
         ));
     }
-    let response = response
-        .header(CONTENT_TYPE, GZIP)
-        .header(CONTENT_DISPOSITION, ATTACHMENT);
+    let response = archive(response);
     match Spliced::plan(plan.details_json(), plan.to_send()).await? {
         Some(spliced) => spliced_package(app, request, head, plan, spliced, response).await,
         None => live_package(app, head, plan, response).await,
@@ -203,12 +195,7 @@ async fn spliced_package<S: Store, B>(
             // this request down the streaming path, which compresses the same bytes.
             tracing::warn!(etag = %etag, error = %error, "stored segment unusable; compressing this package as it streams");
             Metrics::increment(&app.metrics.spliced_fallbacks);
-            let response = Response::builder()
-                .status(StatusCode::OK)
-                .header(ETAG, etag_value(plan.etag()))
-                .header(CACHE_CONTROL, app.config.cache.success.clone())
-                .header(CONTENT_TYPE, GZIP)
-                .header(CONTENT_DISPOSITION, ATTACHMENT);
+            let response = archive(cacheable(StatusCode::OK, plan.etag(), &app.config.cache));
             return live_package(app, false, plan, response).await;
         }
     };
@@ -385,6 +372,21 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
         _ => {}
     }
     response
+}
+
+/// What every 200 and 304 of a package carries.
+fn cacheable(status: StatusCode, etag: &ETag, cache: &CachePolicy) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(ETAG, etag_value(etag))
+        .header(CACHE_CONTROL, cache.success.clone())
+}
+
+/// The headers of a full payload: a file to save, not an encoding to undo.
+fn archive(response: http::response::Builder) -> http::response::Builder {
+    response
+        .header(CONTENT_TYPE, GZIP)
+        .header(CONTENT_DISPOSITION, ATTACHMENT)
 }
 
 fn etag_value(etag: &ETag) -> HeaderValue {

@@ -374,52 +374,6 @@ impl AwsStore {
         Ok(parts)
     }
 
-    /// MD5 of an object: our own metadata, else a single-part ETag (which is the MD5),
-    /// else the bytes themselves.
-    async fn digest_object(&self, object: &ObjectLocation) -> Result<Option<String>, StoreError> {
-        let head = match self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&object.key)
-            .send()
-            .await
-        {
-            Ok(head) => head,
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                return Ok(None);
-            }
-            Err(error) => return Err(service(format!("cannot look up `{}`", object.url()))(error)),
-        };
-        if let Some(md5) = head
-            .metadata()
-            .and_then(|metadata| metadata.get(MD5_METADATA))
-        {
-            return Ok(Some(md5.clone()));
-        }
-        let etag = head.e_tag().unwrap_or_default().trim_matches('"');
-        if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(Some(etag.to_ascii_lowercase()));
-        }
-        let mut reader = self.open_object(object).await?.reader;
-        let mut md5 = <md5::Md5 as md5::Digest>::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let read = reader
-                .read(&mut buf)
-                .await
-                .map_err(|error| StoreError::Service {
-                    action: format!("cannot read `{}`", object.url()),
-                    detail: error.to_string(),
-                })?;
-            if read == 0 {
-                break;
-            }
-            md5::Digest::update(&mut md5, &buf[..read]);
-        }
-        Ok(Some(hex::encode(md5::Digest::finalize(md5))))
-    }
-
     /// GetObject, whole or a byte range `(offset, len)` of it.
     async fn get(
         &self,
@@ -550,8 +504,50 @@ impl Store for AwsStore {
         }
     }
 
+    /// MD5 of an object: our own metadata, else a single-part ETag (which is the MD5),
+    /// else the bytes themselves.
     async fn object_md5(&self, object: &ObjectLocation) -> Result<Option<String>, StoreError> {
-        self.digest_object(object).await
+        let head = match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(service(format!("cannot look up `{}`", object.url()))(error)),
+        };
+        if let Some(md5) = head
+            .metadata()
+            .and_then(|metadata| metadata.get(MD5_METADATA))
+        {
+            return Ok(Some(md5.clone()));
+        }
+        let etag = head.e_tag().unwrap_or_default().trim_matches('"');
+        if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Some(etag.to_ascii_lowercase()));
+        }
+        let mut reader = self.open_object(object).await?.reader;
+        let mut md5 = <md5::Md5 as md5::Digest>::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let read = reader
+                .read(&mut buf)
+                .await
+                .map_err(|error| StoreError::Service {
+                    action: format!("cannot read `{}`", object.url()),
+                    detail: error.to_string(),
+                })?;
+            if read == 0 {
+                break;
+            }
+            md5::Digest::update(&mut md5, &buf[..read]);
+        }
+        Ok(Some(hex::encode(md5::Digest::finalize(md5))))
     }
 
     async fn put_object(
