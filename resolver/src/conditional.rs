@@ -104,6 +104,16 @@ impl IfNoneMatch {
         }
     }
 
+    /// Whether the header holds the wildcard `*`.
+    pub fn matches_any(&self) -> bool {
+        self.any
+    }
+
+    /// The listed tags, unquoted, in lowercase, sorted and without duplicates.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
     /// Whether the header was absent or empty.
     pub fn is_empty(&self) -> bool {
         !self.any && self.tags.is_empty()

@@ -8,6 +8,7 @@
 //! Invariant: this crate does no I/O and has no async code. Everything here is a function
 //! of its inputs, so every origin instance computes the same plan, bytes and ETag.
 
+mod cache_key;
 mod conditional;
 mod ident;
 mod plan;
@@ -15,6 +16,7 @@ mod query;
 mod rules;
 mod version;
 
+pub use cache_key::{canonical_if_none_match, canonical_query};
 pub use conditional::{ConditionalError, IfNoneMatch, MAX_ENTITY_TAGS, MAX_IF_NONE_MATCH_BYTES};
 pub use ident::{MAX_IDENT_LEN, is_ident};
 pub use plan::{

@@ -185,6 +185,34 @@ impl DeviceQuery {
     pub fn pins(&self) -> &[Selector] {
         &self.pins
     }
+
+    /// This query as one canonical query string: names and values in lowercase, sorted
+    /// by name, default values left out. Equal queries give equal strings, and parsing
+    /// the string gives this query back.
+    pub fn cache_key(&self) -> String {
+        let mut params = vec![("cpuarch".to_owned(), self.cpu_arch.as_str())];
+        if self.os_channel != DEFAULT_CHANNEL {
+            params.push(("os".to_owned(), &self.os_channel));
+        }
+        if self.payload == PayloadType::MetadataOnly {
+            params.push(("payloadtype".to_owned(), "metadataonly"));
+        }
+        for attribute in &self.attributes {
+            params.push((
+                format!("{ATTRIBUTE_PREFIX}{}", attribute.name),
+                &attribute.channel,
+            ));
+        }
+        for pin in &self.pins {
+            params.push((pin.name.clone(), &pin.channel));
+        }
+        params.sort_unstable();
+        let pairs: Vec<String> = params
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        pairs.join("&")
+    }
 }
 
 fn lowercase_ident(bytes: &[u8]) -> String {
