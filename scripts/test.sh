@@ -5,12 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Devices decode packages with GNU tar, busybox tar and Python's tarfile; the tests do
-# the same.
+# the same. nginx stands in for CloudFront in the CDN tests; Node.js runs the CloudFront
+# Function and type-checks the k6 scripts.
 missing=()
 command -v tar >/dev/null || missing+=(tar)
 command -v python3 >/dev/null || missing+=(python3)
 command -v gzip >/dev/null || missing+=(gzip)
 command -v busybox >/dev/null || missing+=(busybox)
+command -v nginx >/dev/null || missing+=(nginx)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} with apt-get"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
@@ -30,6 +34,10 @@ cleanup() {
 trap cleanup EXIT
 # Installed before the long build, so a registry problem fails the run early.
 moto_install
+
+# The deployment template and the load-test scripts, checked before the long build.
+scripts/cfn-lint.sh
+scripts/k6-check.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -304,6 +304,17 @@ impl Spliced {
         self.len == 0
     }
 
+    /// Bytes held in memory for this plan (the pieces made at planning time).
+    pub fn made_len(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Made(bytes) => bytes.len(),
+                Piece::Stored { .. } => 0,
+            })
+            .sum()
+    }
+
     /// Opens what the bytes `first..=last` of the package need (the whole package
     /// when `range` is `None`). A stored segment that is missing or of another length
     /// than its rule says fails here, before any byte is sent.

@@ -139,6 +139,16 @@ pub struct ServeOptions {
     #[arg(long, env = "FLEETPACK_SHUTDOWN_GRACE", default_value = "30s")]
     pub shutdown_grace: humantime::Duration,
 
+    /// Shared secret the CDN sends in `X-Origin-Verify`; when set, every request without
+    /// it gets 403, except /healthz and /readyz (for the load balancer).
+    #[arg(long, env = "FLEETPACK_ORIGIN_SECRET", hide_env_values = true)]
+    pub origin_secret: Option<String>,
+
+    /// Memory for reusing answers (plans and metadata of packages) between requests
+    /// while the rules stay the same, in bytes; 0 turns reuse off.
+    #[arg(long, env = "FLEETPACK_ANSWER_CACHE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub answer_cache_bytes: u64,
+
     /// How often the store is checked for changed rules [default: 1s on the local store,
     /// 30s on the AWS store, where each check scans the table].
     #[arg(long, env = "FLEETPACK_RULES_REFRESH")]
@@ -164,6 +174,46 @@ pub enum ConfigError {
     BadTable(String),
     #[error("bucket name `{0}` is not valid: use 3 to 63 characters of a-z, 0-9, '.' and '-'")]
     BadBucket(String),
+    #[error(
+        "--origin-secret must be {MIN_SECRET_LEN} to 1024 characters of visible ASCII (no spaces), so it can travel in a header and resists guessing"
+    )]
+    BadOriginSecret,
+}
+
+/// Shortest origin secret accepted.
+const MIN_SECRET_LEN: usize = 16;
+
+/// The shared secret that proves a request came through the CDN.
+#[derive(Clone)]
+pub struct OriginSecret(Vec<u8>);
+
+impl OriginSecret {
+    pub fn new(secret: &str) -> Result<Self, ConfigError> {
+        if (MIN_SECRET_LEN..=1024).contains(&secret.len())
+            && secret.bytes().all(|b| b.is_ascii_graphic())
+        {
+            Ok(OriginSecret(secret.as_bytes().to_vec()))
+        } else {
+            Err(ConfigError::BadOriginSecret)
+        }
+    }
+
+    /// Whether `sent` is the secret. Takes the same time wherever the first differing
+    /// byte is, so response times do not reveal a prefix of the secret.
+    pub fn verifies(&self, sent: &[u8]) -> bool {
+        sent.len() == self.0.len()
+            && sent
+                .iter()
+                .zip(&self.0)
+                .fold(0u8, |differences, (a, b)| differences | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for OriginSecret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("OriginSecret(..)")
+    }
 }
 
 /// Cache-Control values per kind of response, rendered once.
@@ -185,6 +235,8 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub rules_refresh: Duration,
+    pub origin_secret: Option<OriginSecret>,
+    pub answer_cache_bytes: u64,
 }
 
 impl Options {
@@ -213,6 +265,11 @@ impl ServeOptions {
         if rules_refresh < Duration::from_millis(100) {
             return Err(ConfigError::RefreshTooOften(rules_refresh.into()));
         }
+        let origin_secret = self
+            .origin_secret
+            .as_deref()
+            .map(OriginSecret::new)
+            .transpose()?;
         let seconds = |duration: humantime::Duration| duration.as_secs();
         let success = format!(
             "public, max-age={}, s-maxage={}, stale-while-revalidate={}, stale-if-error={}",
@@ -232,6 +289,8 @@ impl ServeOptions {
             header_read_timeout: *self.header_read_timeout,
             shutdown_grace: *self.shutdown_grace,
             rules_refresh,
+            origin_secret,
+            answer_cache_bytes: self.answer_cache_bytes,
         })
     }
 }

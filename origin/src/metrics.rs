@@ -20,6 +20,8 @@ pub struct Metrics {
     pub packages_spliced: AtomicU64,
     pub spliced_fallbacks: AtomicU64,
     pub rules_refresh_failures: AtomicU64,
+    /// Requests answered with a plan reused from an earlier request.
+    pub answers_reused: AtomicU64,
     /// Gauges of the current rules snapshot.
     pub rules_served: AtomicU64,
     pub rules_rejected: AtomicU64,
@@ -55,7 +57,7 @@ impl Metrics {
                 get(counter)
             );
         }
-        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
             (
                 "fleetpack_packages_spliced_total",
                 "counter",
@@ -91,6 +93,12 @@ impl Metrics {
                 "counter",
                 "Full-payload bodies cut short by the client.",
                 &self.packages_client_gone,
+            ),
+            (
+                "fleetpack_answers_reused_total",
+                "counter",
+                "Package requests answered with a plan reused from an earlier request.",
+                &self.answers_reused,
             ),
             (
                 "fleetpack_rules_refresh_failures_total",

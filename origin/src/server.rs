@@ -36,7 +36,7 @@ pub async fn run<S: Store>(
 ) -> io::Result<()> {
     let app = Arc::new(App {
         store,
-        rules: Rules::default(),
+        rules: Rules::new(config.answer_cache_bytes),
         metrics: Default::default(),
         config,
     });

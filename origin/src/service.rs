@@ -5,16 +5,19 @@ use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use fleetpack_resolver::{
     ConditionalError, DeviceQuery, ETag, IfNoneMatch, NoPackage, PackagePlan, PayloadType,
     QueryError,
 };
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER, VARY,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
+use crate::answers::{Answer, RequestKey};
 use crate::archive::{self, ArchiveError, PackageObject, Part, Spliced};
 use crate::body::{self, Body, ChannelSink};
 use crate::config::{CachePolicy, ServeConfig};
@@ -29,6 +32,11 @@ const ATTACHMENT: HeaderValue =
     HeaderValue::from_static("attachment; filename=\"ota-package.tar.gz\"");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
+/// The header in which the CDN sends the origin secret.
+const ORIGIN_VERIFY: &str = "x-origin-verify";
+/// A package's body depends on `If-None-Match` (binaries the device has are left out),
+/// so a cache keyed on the URL alone must keep one response per header value.
+const VARY_IF_NONE_MATCH: HeaderValue = HeaderValue::from_static("if-none-match");
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -50,6 +58,10 @@ pub enum RequestError {
     NoPackage(#[from] NoPackage),
     #[error("no such resource; devices call GET /package?cpuArch=<arch>")]
     UnknownPath,
+    #[error(
+        "this origin answers only requests that come through its CDN (they carry the X-Origin-Verify header); call the CDN's address"
+    )]
+    NotThroughCdn,
     #[error("method not allowed; use GET or HEAD")]
     MethodNotAllowed,
     #[error("the release rules are not loaded yet; retry shortly")]
@@ -86,7 +98,14 @@ async fn route<S: Store, B>(
     request: &Request<B>,
 ) -> Result<Response<Body>, RequestError> {
     let path = request.uri().path();
-    if !matches!(path, "/package" | "/healthz" | "/readyz" | "/metrics") {
+    let probe = matches!(path, "/healthz" | "/readyz");
+    if let Some(secret) = app.config.origin_secret.as_ref().filter(|_| !probe) {
+        let sent = request.headers().get(ORIGIN_VERIFY);
+        if !sent.is_some_and(|sent| secret.verifies(sent.as_bytes())) {
+            return Err(RequestError::NotThroughCdn);
+        }
+    }
+    if !probe && !matches!(path, "/package" | "/metrics") {
         return Err(RequestError::UnknownPath);
     }
     let head = match *request.method() {
@@ -119,37 +138,70 @@ async fn package<S: Store, B>(
     request: &Request<B>,
     head: bool,
 ) -> Result<Response<Body>, RequestError> {
-    let query = DeviceQuery::parse(request.uri().query().unwrap_or_default())?;
-    let if_none_match = IfNoneMatch::parse(
-        request
-            .headers()
-            .get_all(IF_NONE_MATCH)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    )?;
-    let snapshot = app.rules.current().ok_or(RequestError::NotReady)?;
-    let selection = snapshot.rules.resolve(&query)?;
-    let plan = PackagePlan::new(&selection, &if_none_match, query.payload());
+    let query = request.uri().query().unwrap_or_default();
+    let if_none_match = request.headers().get_all(IF_NONE_MATCH);
+    let key = RequestKey::new(query, if_none_match.iter().map(HeaderValue::as_bytes));
+    let snapshot = app.rules.current();
+    let answer = match snapshot
+        .as_ref()
+        .and_then(|snapshot| snapshot.answers.get(&key))
+    {
+        Some(answer) => {
+            Metrics::increment(&app.metrics.answers_reused);
+            answer
+        }
+        None => {
+            // Bad input is a 400 even before the rules are loaded.
+            let query = DeviceQuery::parse(query)?;
+            let if_none_match =
+                IfNoneMatch::parse(if_none_match.iter().map(HeaderValue::as_bytes))?;
+            let snapshot = snapshot.ok_or(RequestError::NotReady)?;
+            let selection = snapshot.rules.resolve(&query)?;
+            let plan = PackagePlan::new(&selection, &if_none_match, query.payload());
+            let answer = Arc::new(answer_for(plan, &if_none_match).await?);
+            snapshot.answers.insert(key, Arc::clone(&answer));
+            answer
+        }
+    };
     let cache = &app.config.cache;
-    if plan.is_not_modified(&if_none_match) {
-        return Ok(cacheable(StatusCode::NOT_MODIFIED, plan.etag(), cache)
+    if answer.not_modified {
+        return Ok(cacheable(StatusCode::NOT_MODIFIED, &answer.etag, cache)
             .body(body::empty())
             .expect("valid response parts"));
     }
-    let response = cacheable(StatusCode::OK, plan.etag(), cache);
-    if query.payload() == PayloadType::MetadataOnly {
-        let details = plan.details_json().to_vec();
+    let response = cacheable(StatusCode::OK, &answer.etag, cache);
+    if answer.plan.payload() == PayloadType::MetadataOnly {
         return Ok(with_body(
             response.header(CONTENT_TYPE, JSON),
-            details,
+            answer.details.clone(),
             head,
         ));
     }
     let response = archive(response);
-    match Spliced::plan(plan.details_json(), plan.to_send()).await? {
-        Some(spliced) => spliced_package(app, request, head, plan, spliced, response).await,
-        None => live_package(app, head, plan, response).await,
+    if answer.spliced.is_some() {
+        spliced_package(app, request, head, answer, response).await
+    } else {
+        live_package(app, head, answer, response).await
     }
+}
+
+async fn answer_for(
+    plan: PackagePlan,
+    if_none_match: &IfNoneMatch,
+) -> Result<Answer, RequestError> {
+    let not_modified = plan.is_not_modified(if_none_match);
+    let spliced = if not_modified || plan.payload() == PayloadType::MetadataOnly {
+        None
+    } else {
+        Spliced::plan(plan.details_json(), plan.to_send()).await?
+    };
+    Ok(Answer {
+        not_modified,
+        etag: etag_value(plan.etag()),
+        details: Bytes::copy_from_slice(plan.details_json()),
+        spliced,
+        plan,
+    })
 }
 
 /// A package assembled from stored segments: exact length, byte ranges.
@@ -157,12 +209,12 @@ async fn spliced_package<S: Store, B>(
     app: &Arc<App<S>>,
     request: &Request<B>,
     head: bool,
-    plan: PackagePlan,
-    spliced: Spliced,
+    answer: Arc<Answer>,
     response: http::response::Builder,
 ) -> Result<Response<Body>, RequestError> {
+    let spliced = answer.spliced.as_ref().expect("a spliced answer");
     let len = spliced.len();
-    let etag = plan.etag().to_string();
+    let etag = answer.plan.etag().to_string();
     let headers = request.headers();
     let range = range::evaluate(
         headers.get(RANGE).map(HeaderValue::as_bytes),
@@ -195,8 +247,8 @@ async fn spliced_package<S: Store, B>(
             // this request down the streaming path, which compresses the same bytes.
             tracing::warn!(etag = %etag, error = %error, "stored segment unusable; compressing this package as it streams");
             Metrics::increment(&app.metrics.spliced_fallbacks);
-            let response = archive(cacheable(StatusCode::OK, plan.etag(), &app.config.cache));
-            return live_package(app, false, plan, response).await;
+            let response = archive(cacheable(StatusCode::OK, &answer.etag, &app.config.cache));
+            return live_package(app, false, answer, response).await;
         }
     };
     let sent = first_last.map_or(len, |(first, last)| last - first + 1);
@@ -204,7 +256,7 @@ async fn spliced_package<S: Store, B>(
     Metrics::increment(&app.metrics.packages_spliced);
     tokio::spawn(stream_package(
         Arc::clone(app),
-        plan,
+        Arc::clone(&answer),
         Source::Spliced(parts),
         sink,
     ));
@@ -215,18 +267,18 @@ async fn spliced_package<S: Store, B>(
 async fn live_package<S: Store>(
     app: &Arc<App<S>>,
     head: bool,
-    plan: PackagePlan,
+    answer: Arc<Answer>,
     response: http::response::Builder,
 ) -> Result<Response<Body>, RequestError> {
     let response = response.header(ACCEPT_RANGES, "none");
     if head {
         return Ok(response.body(body::empty()).expect("valid response parts"));
     }
-    let objects = open_objects(&app.store, &plan).await?;
+    let objects = open_objects(&app.store, &answer.plan).await?;
     let (sink, body) = body::channel(None);
     tokio::spawn(stream_package(
         Arc::clone(app),
-        plan,
+        answer,
         Source::Live(objects),
         sink,
     ));
@@ -266,27 +318,25 @@ async fn open_objects<S: Store>(
 
 async fn stream_package<S: Store>(
     app: Arc<App<S>>,
-    plan: PackagePlan,
+    answer: Arc<Answer>,
     source: Source,
     mut sink: ChannelSink,
 ) {
     let metrics = &app.metrics;
     Metrics::increment(&metrics.packages_started);
     let written = match source {
-        Source::Live(objects) => {
-            archive::write_package(&mut sink, plan.details_json(), objects).await
-        }
+        Source::Live(objects) => archive::write_package(&mut sink, &answer.details, objects).await,
         Source::Spliced(parts) => archive::write_parts(&mut sink, parts).await,
     };
     match written {
         Ok(()) => Metrics::increment(&metrics.packages_completed),
         Err(error) if sink.is_closed() => {
             Metrics::increment(&metrics.packages_client_gone);
-            tracing::debug!(etag = %plan.etag(), error = %error, "client left during a package");
+            tracing::debug!(etag = %answer.plan.etag(), error = %error, "client left during a package");
         }
         Err(error) => {
             Metrics::increment(&metrics.packages_aborted);
-            tracing::error!(etag = %plan.etag(), error = %error, "package aborted after the status line");
+            tracing::error!(etag = %answer.plan.etag(), error = %error, "package aborted after the status line");
             sink.abort(io::Error::other(error.to_string())).await;
         }
     }
@@ -327,6 +377,7 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
             (StatusCode::NOT_FOUND, error.to_string())
         }
         RequestError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, error.to_string()),
+        RequestError::NotThroughCdn => (StatusCode::FORBIDDEN, error.to_string()),
         RequestError::RangeNotSatisfiable { .. } => {
             (StatusCode::RANGE_NOT_SATISFIABLE, error.to_string())
         }
@@ -346,16 +397,18 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
             )
         }
     };
-    let cache_control = if status == StatusCode::SERVICE_UNAVAILABLE {
-        NO_STORE
-    } else {
-        config.cache.client_error.clone()
+    // Neither a store outage nor a request that skipped the CDN may be cached.
+    let cache_control = match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::FORBIDDEN => NO_STORE,
+        _ => config.cache.client_error.clone(),
     };
     let mut text = serde_json::to_vec(&serde_json::json!({ "error": message }))
         .expect("JSON values serialize");
     text.push(b'\n');
     let mut response = respond(status, "application/json", cache_control, text, false);
     let headers = response.headers_mut();
+    // A malformed If-None-Match is a 400 of its own.
+    headers.insert(VARY, VARY_IF_NONE_MATCH);
     match status {
         StatusCode::METHOD_NOT_ALLOWED => {
             headers.insert(ALLOW, GET_HEAD);
@@ -374,12 +427,17 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
     response
 }
 
-/// What every 200 and 304 of a package carries.
-fn cacheable(status: StatusCode, etag: &ETag, cache: &CachePolicy) -> http::response::Builder {
+/// What every 200, 206 and 304 of a package carries.
+fn cacheable(
+    status: StatusCode,
+    etag: &HeaderValue,
+    cache: &CachePolicy,
+) -> http::response::Builder {
     Response::builder()
         .status(status)
-        .header(ETAG, etag_value(etag))
+        .header(ETAG, etag.clone())
         .header(CACHE_CONTROL, cache.success.clone())
+        .header(VARY, VARY_IF_NONE_MATCH)
 }
 
 /// The headers of a full payload: a file to save, not an encoding to undo.

@@ -9,6 +9,7 @@ use arc_swap::ArcSwapOption;
 use fleetpack_resolver::{ObjectLocation, Rejected, RuleError, RuleSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::answers::AnswerCache;
 use crate::metrics::Metrics;
 use crate::store::{RulesStamp, Store};
 
@@ -18,6 +19,8 @@ pub struct RulesSnapshot {
     pub rules: RuleSet,
     pub loaded_at: SystemTime,
     pub rejected: usize,
+    /// Answers computed from these rules, reused until the next generation.
+    pub answers: AnswerCache,
 }
 
 /// What `/readyz` reports about the refreshes.
@@ -33,13 +36,23 @@ pub struct RefreshState {
 /// Requests read the snapshot through an `ArcSwapOption`: a load is a few atomic
 /// operations and never waits for a refresh, and a refresh swaps in a whole new
 /// generation at once, so no request sees half of one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rules {
     current: ArcSwapOption<RulesSnapshot>,
     state: Mutex<RefreshState>,
+    answer_cache_bytes: u64,
 }
 
 impl Rules {
+    /// No rules yet; each snapshot will reuse up to `answer_cache_bytes` of answers.
+    pub fn new(answer_cache_bytes: u64) -> Self {
+        Rules {
+            current: ArcSwapOption::empty(),
+            state: Mutex::default(),
+            answer_cache_bytes,
+        }
+    }
+
     /// The current snapshot, or `None` before the first successful load.
     pub fn current(&self) -> Option<Arc<RulesSnapshot>> {
         self.current.load_full()
@@ -118,6 +131,7 @@ impl Rules {
             rules,
             loaded_at: SystemTime::now(),
             rejected: rejected.len(),
+            answers: AnswerCache::new(self.answer_cache_bytes),
         })));
         let mut state = self
             .state

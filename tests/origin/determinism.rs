@@ -1,5 +1,6 @@
 //! The same inputs give the same bytes and ETag on every request and every instance.
 
+use fleetpack_origin::config::ServeConfig;
 use http::StatusCode;
 
 use crate::harness::{Origin, OriginProcess, SAMPLE_QUERIES, TestStore};
@@ -17,15 +18,29 @@ fn targets() -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_request_twice_gives_identical_bytes() {
+async fn same_request_twice_gives_identical_bytes_whether_answers_are_reused_or_not() {
     let origin = Origin::demo().await;
+    let without_reuse = ServeConfig {
+        answer_cache_bytes: 0,
+        ..ServeConfig::default()
+    };
+    let fresh = Origin::serve_with(TestStore::demo(false).await, without_reuse).await;
     for target in targets() {
         let first = origin.get(&target).await;
         let second = origin.get(&target).await;
+        let computed = fresh.get(&target).await;
         assert_eq!(first.status, StatusCode::OK, "{target}");
         assert_eq!(second.etag(), first.etag(), "{target}");
+        assert_eq!(computed.etag(), first.etag(), "{target}");
         assert!(first.body == second.body, "{target}: bodies differ");
+        assert!(
+            computed.body == second.body,
+            "{target}: a reused answer differs"
+        );
     }
+    let reused = origin.metric("fleetpack_answers_reused_total").await;
+    assert_eq!(reused, targets().len() as u64);
+    assert_eq!(fresh.metric("fleetpack_answers_reused_total").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

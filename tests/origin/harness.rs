@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use fleetpack_origin::config::ServeConfig;
+use fleetpack_origin::config::{OriginSecret, ServeConfig};
 use fleetpack_origin::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
 use fleetpack_origin::publish::{Release, publish};
 use fleetpack_origin::store::{AwsStore, LocalStore, Store};
@@ -291,6 +291,8 @@ impl TestStore {
 pub struct Origin {
     pub addr: SocketAddr,
     pub store: TestStore,
+    /// Sent in `X-Origin-Verify` by [`Origin::get`] and [`Origin::metric`].
+    secret: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -345,16 +347,32 @@ impl Origin {
         Origin {
             addr,
             store,
+            secret: None,
             shutdown: Some(shutdown),
         }
     }
 
+    /// An origin that answers only requests carrying `secret` in `X-Origin-Verify`.
+    pub async fn serve_with_secret(store: TestStore, config: ServeConfig, secret: &str) -> Self {
+        let config = ServeConfig {
+            origin_secret: Some(OriginSecret::new(secret).expect("a valid secret")),
+            ..config
+        };
+        let mut origin = Self::serve_with(store, config).await;
+        origin.secret = Some(secret.to_owned());
+        origin
+    }
+
     pub async fn get(&self, target: &str) -> Response {
-        request(self.addr, Method::GET, target, &[]).await
+        self.get_with(target, &[]).await
     }
 
     pub async fn get_with(&self, target: &str, headers: &[(&str, &str)]) -> Response {
-        request(self.addr, Method::GET, target, headers).await
+        let mut headers = headers.to_vec();
+        if let Some(secret) = &self.secret {
+            headers.push(("x-origin-verify", secret));
+        }
+        request(self.addr, Method::GET, target, &headers).await
     }
 
     /// The value of one line of `/metrics`, e.g. `fleetpack_packages_aborted_total`.

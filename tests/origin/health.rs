@@ -37,7 +37,7 @@ async fn served_rules(origin: &Origin) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
+async fn rule_published_while_serving_is_picked_up_by_the_refresh_and_ends_reuse() {
     let origin = Origin::demo().await;
     let target = "/package?cpuArch=armv8&attrGamer=prod&payloadType=metadataOnly";
     let before = origin.get(target).await;
@@ -45,6 +45,9 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
         object_keys(&before.body),
         ["os_armv8", "scoreboard", "videoStreamer"]
     );
+    // The same request again reuses the answer of the first one.
+    assert_eq!(origin.get(target).await.body, before.body);
+    assert_eq!(origin.metric("fleetpack_answers_reused_total").await, 1);
 
     let scratch = tempfile::tempdir().expect("temp dir");
     let binary = scratch.path().join("thermostat.bin");
@@ -66,7 +69,9 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh() {
         served_rules(&origin).await == json!(10)
     })
     .await;
+    // New rules, new answers: nothing is reused from the old snapshot.
     let after = origin.get(target).await;
+    assert_eq!(origin.metric("fleetpack_answers_reused_total").await, 1);
     assert_eq!(after.status, StatusCode::OK);
     assert_eq!(
         object_keys(&after.body),

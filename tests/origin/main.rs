@@ -3,6 +3,9 @@
 //! `fleetpack-seed` binaries (run `cargo build --workspace --bins` first).
 
 mod aws;
+mod cdn;
+#[path = "../cdn/nginx.rs"]
+mod cdn_nginx;
 mod conditional;
 mod decode;
 mod determinism;

@@ -1,0 +1,340 @@
+//! A fleet behind a caching CDN: 100,000 simulated devices with a Zipf mix of
+//! configurations ask nginx (tests/cdn/nginx.conf, keyed like the CloudFront cache
+//! policy) for their package, the way devices in the field spell requests: parameters
+//! in any order and letter case, defaults sometimes written out, digests in
+//! `If-None-Match` quoted or bare, in any order. The same devices run twice, with an
+//! empty cache each time: once as sent, once rewritten into the cache key form that the
+//! CloudFront Function applies (`canonical_query`, `canonical_if_none_match`, which
+//! the function matches on the shared vectors). It prints how many requests reached the
+//! origin in each run.
+//!
+//! `cargo bench --bench offload` (needs nginx: `apt-get install nginx`);
+//! `FLEET_DEVICES=20000` for a shorter run.
+
+#[path = "../tests/cdn/nginx.rs"]
+mod nginx;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fleetpack_origin::config::{OriginSecret, ServeConfig};
+use fleetpack_origin::demo::publish_demo;
+use fleetpack_origin::store::{LocalStore, Store};
+use fleetpack_resolver::{DeviceQuery, RuleSet, canonical_if_none_match, canonical_query};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use tokio::net::{TcpListener, TcpStream};
+
+use nginx::Cdn;
+
+const SECRET: &str = "fleet-simulation-secret";
+/// Size of each demo binary: small, since the cache's behaviour is what is measured.
+const BINARY_SIZE: u64 = 4096;
+/// Exponent of the Zipf law over configurations: a few are common, most are rare.
+const ZIPF_EXPONENT: f64 = 1.1;
+/// Devices asking at once.
+const CONCURRENCY: usize = 32;
+
+/// What a device is: its architecture, channels and payload type, in the documented
+/// spelling and order.
+#[derive(Debug, Clone)]
+struct Configuration {
+    params: Vec<(&'static str, &'static str)>,
+    /// MD5s of the binaries its package holds.
+    md5s: Vec<String>,
+}
+
+/// One request, as a device sends it.
+#[derive(Debug, Clone)]
+struct DeviceRequest {
+    query: String,
+    if_none_match: Option<String>,
+}
+
+fn main() {
+    let devices: usize = std::env::var("FLEET_DEVICES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(simulate(devices));
+}
+
+async fn simulate(devices: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalStore::open(dir.path()).expect("store");
+    publish_demo(&store, BINARY_SIZE).await.expect("demo fleet");
+    let (rules, _) = RuleSet::build(store.load_rules().await.expect("rules"));
+    let configurations = configurations(&rules);
+    let requests = devices_of(&configurations, devices);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origin = listener.local_addr().expect("address");
+    let config = ServeConfig {
+        origin_secret: Some(OriginSecret::new(SECRET).expect("secret")),
+        ..ServeConfig::default()
+    };
+    tokio::spawn(fleetpack_origin::server::run(
+        listener,
+        store,
+        config,
+        std::future::pending(),
+    ));
+
+    println!(
+        "{devices} devices, {} configurations (Zipf s={ZIPF_EXPONENT}), {CONCURRENCY} at a time, through nginx",
+        configurations.len()
+    );
+    println!("| cache key | distinct keys | reached the origin | share | cache hits | time |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, normalize) in [("as sent", false), ("normalized", true)] {
+        let sent: Vec<DeviceRequest> = if normalize {
+            requests.iter().map(normalized).collect()
+        } else {
+            requests.clone()
+        };
+        let keys: HashSet<(&str, Option<&str>)> = sent
+            .iter()
+            .map(|request| (request.query.as_str(), request.if_none_match.as_deref()))
+            .collect();
+        let cdn = Cdn::start(origin, SECRET);
+        let started = Instant::now();
+        let misses = run_devices(cdn.addr, sent.clone()).await;
+        let elapsed = started.elapsed();
+        println!(
+            "| {name} | {} | {misses} | {:.2}% | {:.2}% | {:.1} s |",
+            keys.len(),
+            100.0 * misses as f64 / devices as f64,
+            100.0 * (devices - misses) as f64 / devices as f64,
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// Every combination of the demo fleet's parameters a device can have, with the
+/// binaries of its package.
+fn configurations(rules: &RuleSet) -> Vec<Configuration> {
+    let mut all = Vec::new();
+    for cpu in ["armv8", "armv7"] {
+        for os in [None, Some("beta")] {
+            for gamer in [None, Some("prod"), Some("beta")] {
+                for camera in [None, Some("prod"), Some("beta")] {
+                    for cellular in [None, Some("prod")] {
+                        for metadata in [false, true] {
+                            let mut params = vec![("cpuArch", cpu)];
+                            let optional = [
+                                ("os", os),
+                                ("attrGamer", gamer),
+                                ("attrCamera", camera),
+                                ("attrCellular", cellular),
+                                ("payloadType", metadata.then_some("metadataOnly")),
+                            ];
+                            params.extend(
+                                optional
+                                    .iter()
+                                    .filter_map(|&(name, value)| Some((name, value?))),
+                            );
+                            let query = spell(&params);
+                            let parsed = DeviceQuery::parse(&query).expect("a valid query");
+                            let selection = rules.resolve(&parsed).expect("a package");
+                            let md5s = selection
+                                .items
+                                .iter()
+                                .map(|selected| selected.rule.md5.clone())
+                                .collect();
+                            all.push(Configuration { params, md5s });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+fn spell(params: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = params
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    pairs.join("&")
+}
+
+/// The devices' requests, in arrival order: configurations drawn by a Zipf law over a
+/// shuffled ranking, each spelled the way some device firmware would.
+fn devices_of(configurations: &[Configuration], devices: usize) -> Vec<DeviceRequest> {
+    let mut rng = ChaCha8Rng::seed_from_u64(2026);
+    let mut ranking: Vec<&Configuration> = configurations.iter().collect();
+    shuffle(&mut rng, &mut ranking);
+    let weights: Vec<f64> = (1..=ranking.len())
+        .map(|rank| 1.0 / (rank as f64).powf(ZIPF_EXPONENT))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let cumulative: Vec<f64> = weights
+        .iter()
+        .scan(0.0, |sum, weight| {
+            *sum += weight / total;
+            Some(*sum)
+        })
+        .collect();
+    (0..devices)
+        .map(|_| {
+            let draw = uniform(&mut rng);
+            let rank = cumulative
+                .partition_point(|&edge| edge < draw)
+                .min(ranking.len() - 1);
+            device_request(&mut rng, ranking[rank])
+        })
+        .collect()
+}
+
+fn device_request(rng: &mut ChaCha8Rng, configuration: &Configuration) -> DeviceRequest {
+    let mut params: Vec<(String, String)> = configuration
+        .params
+        .iter()
+        .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    // Some firmware writes the defaults out.
+    if uniform(rng) < 0.2 {
+        if !params.iter().any(|(name, _)| name == "os") {
+            params.push(("os".to_owned(), "prod".to_owned()));
+        }
+        if !params.iter().any(|(name, _)| name == "payloadType") {
+            params.push(("payloadType".to_owned(), "fullPayload".to_owned()));
+        }
+    }
+    if uniform(rng) < 0.5 {
+        shuffle(rng, &mut params);
+    }
+    let case = uniform(rng);
+    for (name, _) in &mut params {
+        if case < 0.15 {
+            *name = name.to_ascii_lowercase();
+        } else if case < 0.2 {
+            *name = name.to_ascii_uppercase();
+        }
+    }
+    let query = params
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    // 60% know nothing yet; 25% have every binary (304); 15% have the OS image only.
+    let known: Vec<String> = match uniform(rng) {
+        draw if draw < 0.6 => Vec::new(),
+        draw if draw < 0.85 => configuration.md5s.clone(),
+        _ => configuration.md5s.iter().take(1).cloned().collect(),
+    };
+    let if_none_match = (!known.is_empty()).then(|| {
+        let mut tags: Vec<String> = known
+            .iter()
+            .map(|md5| match rng.next_u32() % 4 {
+                0 => md5.clone(),
+                1 => format!("\"{md5}\""),
+                2 => format!("W/\"{md5}\""),
+                _ => md5.to_ascii_uppercase(),
+            })
+            .collect();
+        shuffle(rng, &mut tags);
+        tags.join(if uniform(rng) < 0.5 { "," } else { ", " })
+    });
+    DeviceRequest {
+        query,
+        if_none_match,
+    }
+}
+
+/// What the CloudFront Function makes of a request.
+fn normalized(request: &DeviceRequest) -> DeviceRequest {
+    let query = canonical_query(&request.query).unwrap_or_else(|| request.query.clone());
+    let if_none_match = match &request.if_none_match {
+        Some(value) => match canonical_if_none_match(value) {
+            Some(canonical) if canonical.is_empty() => None,
+            Some(canonical) => Some(canonical),
+            None => Some(value.clone()),
+        },
+        None => None,
+    };
+    DeviceRequest {
+        query,
+        if_none_match,
+    }
+}
+
+/// Sends every request through the CDN, `CONCURRENCY` devices at a time over
+/// keep-alive connections; returns how many reached the origin.
+async fn run_devices(cdn: SocketAddr, requests: Vec<DeviceRequest>) -> usize {
+    let queue = Arc::new(std::sync::Mutex::new(requests.into_iter()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let queue = Arc::clone(&queue);
+        workers.spawn(async move {
+            let mut sender = connect(cdn).await;
+            let mut misses = 0;
+            loop {
+                let next = queue.lock().expect("queue").next();
+                let Some(device) = next else { break };
+                // nginx closes a keep-alive connection after keepalive_requests.
+                if sender.ready().await.is_err() {
+                    sender = connect(cdn).await;
+                }
+                let mut request = Request::builder()
+                    .method(Method::GET)
+                    .uri(format!("/package?{}", device.query))
+                    .header("host", cdn.to_string());
+                if let Some(value) = &device.if_none_match {
+                    request = request.header("if-none-match", value);
+                }
+                let request = request.body(Empty::<Bytes>::new()).expect("request");
+                let response = sender.send_request(request).await.expect("response");
+                let status = response.status();
+                assert!(
+                    matches!(status, StatusCode::OK | StatusCode::NOT_MODIFIED),
+                    "{status} for {device:?}"
+                );
+                let cache = response
+                    .headers()
+                    .get("x-cache")
+                    .map(|value| value.to_str().unwrap_or_default().to_owned())
+                    .unwrap_or_default();
+                response.into_body().collect().await.expect("body");
+                if !matches!(cache.as_str(), "HIT" | "STALE" | "UPDATING") {
+                    misses += 1;
+                }
+            }
+            misses
+        });
+    }
+    let mut misses = 0;
+    while let Some(result) = workers.join_next().await {
+        misses += result.expect("worker");
+    }
+    misses
+}
+
+async fn connect(cdn: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(cdn).await.expect("connect to nginx");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+fn uniform(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn shuffle<T>(rng: &mut ChaCha8Rng, items: &mut [T]) {
+    for at in (1..items.len()).rev() {
+        let other = (rng.next_u64() % (at as u64 + 1)) as usize;
+        items.swap(at, other);
+    }
+}

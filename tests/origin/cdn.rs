@@ -1,0 +1,225 @@
+//! Behind a CDN: the origin secret, `Vary`, the CloudFront Function's cache key form, and
+//! nginx as a caching CDN in front of the origin (tests/cdn/nginx.conf), keyed like the
+//! CloudFront cache policy and obeying the origin's Cache-Control.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use fleetpack_origin::config::ServeConfig;
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::cdn_nginx::Cdn;
+use crate::harness::{
+    FULL_SAMPLE, Origin, Response, TestStore, demo_binary, request, request_allowing_abort,
+};
+
+const SECRET: &str = "s3cret-from-the-cdn-0123456789";
+const NOT_THROUGH_CDN: &str = "this origin answers only requests that come through its CDN (they carry the X-Origin-Verify header); call the CDN's address";
+
+async fn origin_behind_cdn(config: ServeConfig) -> (Origin, Cdn) {
+    let origin = Origin::serve_with_secret(TestStore::demo(true).await, config, SECRET).await;
+    let cdn = Cdn::start(origin.addr, SECRET);
+    (origin, cdn)
+}
+
+/// Responses with status 200 the origin sent (reading them is counted after the read).
+async fn origin_200s(origin: &Origin) -> u64 {
+    origin
+        .metric("fleetpack_responses_total{status=\"200\"}")
+        .await
+}
+
+async fn through(cdn: &Cdn, target: &str, headers: &[(&str, &str)]) -> Response {
+    request(cdn.addr, Method::GET, target, headers).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_origin_secret_only_health_and_readiness_answer() {
+    let origin =
+        Origin::serve_with_secret(TestStore::demo(false).await, ServeConfig::default(), SECRET)
+            .await;
+    let target = format!("/package?{FULL_SAMPLE}");
+    let almost = format!("{}X", &SECRET[..SECRET.len() - 1]);
+    for headers in [vec![], vec![("x-origin-verify", almost.as_str())]] {
+        for path in [target.as_str(), "/metrics", "/nowhere"] {
+            let response = request(origin.addr, Method::GET, path, &headers).await;
+            assert_eq!(response.status, StatusCode::FORBIDDEN, "{path} {headers:?}");
+            assert_eq!(response.json()["error"], NOT_THROUGH_CDN);
+            assert_eq!(response.header("cache-control"), "no-store");
+        }
+        for probe in ["/healthz", "/readyz"] {
+            let response = request(origin.addr, Method::GET, probe, &headers).await;
+            assert_eq!(response.status, StatusCode::OK, "{probe}");
+        }
+    }
+    assert_eq!(origin.get(&target).await.status, StatusCode::OK);
+    assert_eq!(origin.get("/metrics").await.status, StatusCode::OK);
+    assert_eq!(
+        origin
+            .metric("fleetpack_responses_total{status=\"403\"}")
+            .await,
+        6
+    );
+}
+
+#[test]
+fn an_origin_secret_that_is_short_or_not_a_header_value_is_refused() {
+    let origin = crate::harness::command("fleetpack-origin")
+        .args(["--origin-secret", "short"])
+        .output()
+        .expect("run fleetpack-origin");
+    assert_eq!(origin.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&origin.stderr);
+    assert!(
+        stderr.contains("--origin-secret must be 16 to 1024 characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("short"), "the secret is echoed: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_responses_vary_by_if_none_match() {
+    let origin = Origin::demo().await;
+    let full = origin.get(&format!("/package?{FULL_SAMPLE}")).await;
+    let metadata = origin
+        .get(&format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly"))
+        .await;
+    let not_modified = origin
+        .get_with(
+            &format!("/package?{FULL_SAMPLE}"),
+            &[("if-none-match", full.etag())],
+        )
+        .await;
+    let bad_header = origin
+        .get_with(
+            &format!("/package?{FULL_SAMPLE}"),
+            &[("if-none-match", "\"unterminated")],
+        )
+        .await;
+    for (response, status) in [
+        (&full, StatusCode::OK),
+        (&metadata, StatusCode::OK),
+        (&not_modified, StatusCode::NOT_MODIFIED),
+        (&bad_header, StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(response.status, status);
+        assert_eq!(response.header("vary"), "if-none-match", "{status}");
+    }
+}
+
+#[test]
+fn cloudfront_function_passes_the_shared_vectors() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("node")
+        .arg(workspace.join("tests/cache_key_function.mjs"))
+        .arg(workspace.join("cloudformation/fleetpack.yaml"))
+        .arg(workspace.join("tests/cache_key_vectors.json"))
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run node ({error}); install Node.js"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_device_requests_reach_the_origin_once() {
+    let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
+    for target in [
+        format!("/package?{FULL_SAMPLE}"),
+        format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly"),
+    ] {
+        let first = through(&cdn, &target, &[]).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", cdn.error_log());
+        assert_eq!(first.header("x-cache"), "MISS");
+        for _ in 0..3 {
+            let again = through(&cdn, &target, &[]).await;
+            assert_eq!(again.header("x-cache"), "HIT");
+            assert_eq!(again.body, first.body);
+            assert_eq!(again.etag(), first.etag());
+        }
+    }
+    assert_eq!(origin_200s(&origin).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_if_none_match_values_are_different_cache_entries() {
+    let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
+    let target = format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly");
+    let os = &demo_binary("os_armv8", "prod").md5;
+    let modem = &demo_binary("modemFW", "prod").md5;
+    let cases = [None, Some(os.as_str()), Some(modem.as_str())];
+    let mut bodies = Vec::new();
+    for round in 0..2 {
+        for known in cases {
+            let headers: Vec<(&str, &str)> = known
+                .map(|tag| ("if-none-match", tag))
+                .into_iter()
+                .collect();
+            let response = through(&cdn, &target, &headers).await;
+            assert_eq!(response.status, StatusCode::OK);
+            let expected = if round == 0 { "MISS" } else { "HIT" };
+            assert_eq!(response.header("x-cache"), expected, "{known:?}");
+            let details = response.json();
+            for (app, md5) in [("os_armv8", os), ("modemFW", modem)] {
+                let status = if known == Some(md5.as_str()) {
+                    304
+                } else {
+                    200
+                };
+                assert_eq!(details[app]["status_code"], status, "{known:?}: {app}");
+            }
+            bodies.push(response.body);
+        }
+    }
+    assert_eq!(origin_200s(&origin).await, 3);
+    assert_ne!(bodies[0], bodies[1]);
+    assert_ne!(bodies[1], bodies[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_a_cached_package_while_the_origin_is_down() {
+    let mut config = ServeConfig::default();
+    config.cache.success =
+        HeaderValue::from_static("public, max-age=1, s-maxage=1, stale-if-error=86400");
+    let (origin, cdn) = origin_behind_cdn(config).await;
+    let target = format!("/package?{FULL_SAMPLE}");
+    let fresh = through(&cdn, &target, &[]).await;
+    assert_eq!(fresh.header("x-cache"), "MISS");
+    drop(origin);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let stale = through(&cdn, &target, &[]).await;
+    assert_eq!(stale.status, StatusCode::OK, "{}", cdn.error_log());
+    assert_eq!(stale.header("x-cache"), "STALE");
+    assert_eq!(stale.body, fresh.body);
+    // A package nobody cached has nothing stale to fall back on.
+    let uncached = through(&cdn, "/package?cpuArch=armv7", &[]).await;
+    assert_eq!(uncached.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_package_is_never_cached() {
+    let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
+    origin
+        .store
+        .tamper_segment("scoreboard", "1.0.0", |bytes| {
+            Some(bytes.iter().map(|b| !b).collect())
+        })
+        .await;
+    let target = format!("/package?{FULL_SAMPLE}");
+    for attempt in 1..=2 {
+        let response = request_allowing_abort(cdn.addr, Method::GET, &target, &[]).await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.header("x-cache"), "MISS", "attempt {attempt}");
+        assert!(
+            response.body_error.is_some(),
+            "attempt {attempt}: the CDN ended a cut package cleanly"
+        );
+        assert_eq!(
+            origin.metric("fleetpack_packages_aborted_total").await,
+            attempt
+        );
+    }
+}
