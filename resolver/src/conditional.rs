@@ -24,7 +24,7 @@ pub struct IfNoneMatch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConditionalError {
     #[error(
-        "If-None-Match is {len} bytes long; send at most {MAX_IF_NONE_MATCH_BYTES} bytes (at most {MAX_ENTITY_TAGS} digests)"
+        "If-None-Match is {len} bytes long; send at most {MAX_IF_NONE_MATCH_BYTES} bytes (up to 248 MD5 digests separated by commas)"
     )]
     TooLong { len: usize },
     #[error(
@@ -334,11 +334,21 @@ mod tests {
         );
         assert_eq!(
             ConditionalError::TooLong { len: 9000 }.to_string(),
-            "If-None-Match is 9000 bytes long; send at most 8192 bytes (at most 256 digests)"
+            "If-None-Match is 9000 bytes long; send at most 8192 bytes (up to 248 MD5 digests separated by commas)"
         );
         assert_eq!(
             ConditionalError::TooManyTags.to_string(),
             "If-None-Match lists more than 256 entity tags; send at most 256"
+        );
+    }
+
+    #[test]
+    fn the_length_limit_holds_the_number_of_digests_its_message_names() {
+        let md5s = |count: usize| vec!["d41d8cd98f00b204e9800998ecf8427e"; count].join(",");
+        assert_eq!(tags(&[&md5s(248)]).len(), 1, "248 digests fit");
+        assert_eq!(
+            parse(&[&md5s(249)]),
+            Err(ConditionalError::TooLong { len: 249 * 33 - 1 })
         );
     }
 

@@ -94,11 +94,11 @@ async fn bad_if_none_match_is_400_naming_the_problem() {
     let cases = [
         (
             vec![md5s],
-            "If-None-Match is 8498 bytes long; send at most 8192 bytes (at most 256 digests)",
+            "If-None-Match is 8498 bytes long; send at most 8192 bytes (up to 248 MD5 digests separated by commas)",
         ),
         (
             vec!["a".repeat(4096), "b".repeat(4097)],
-            "If-None-Match is 8193 bytes long; send at most 8192 bytes (at most 256 digests)",
+            "If-None-Match is 8193 bytes long; send at most 8192 bytes (up to 248 MD5 digests separated by commas)",
         ),
         (
             vec![tags.join(",")],
