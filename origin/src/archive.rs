@@ -364,47 +364,60 @@ impl Spliced {
     }
 }
 
+/// Where a spliced package goes: blocks are handed on whole, never copied.
+pub trait BlockSink: AsyncWrite + Unpin + Send {
+    fn send_block(&mut self, block: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Discards what it is sent (for measuring the cost of assembly alone).
+impl BlockSink for tokio::io::Sink {
+    async fn send_block(&mut self, block: Bytes) -> io::Result<()> {
+        self.write_all(&block).await
+    }
+}
+
 /// Writes opened parts of a spliced package. A whole segment whose bytes differ from
 /// what its rule says fails the write after it, ended by an invalid block, as
 /// [`write_package`] does. CRC-32 rather than MD5: it keeps up with copying.
-pub async fn write_parts<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    parts: Vec<Part>,
-) -> Result<(), ArchiveError> {
-    let mut buf = vec![0u8; READ_CHUNK];
+pub async fn write_parts<W: BlockSink>(out: &mut W, parts: Vec<Part>) -> Result<(), ArchiveError> {
     for part in parts {
         match part {
-            Part::Bytes(bytes) => out.write_all(&bytes).await?,
+            Part::Bytes(bytes) => out.send_block(bytes).await?,
             Part::Slice(object) => {
-                let len = object.len;
-                let copied = tokio::io::copy(&mut object.reader.take(len), out).await?;
-                if copied != len {
-                    return Err(ArchiveError::Io(io::ErrorKind::UnexpectedEof.into()));
+                let mut blocks = object.into_blocks();
+                while let Some(block) = blocks.next().await {
+                    out.send_block(block?).await?;
                 }
             }
             Part::Whole { object, key, crc32 } => {
-                let StoreObject { len, mut reader } = object;
                 let mut digest = crc32fast::Hasher::new();
-                let mut seen = 0u64;
-                loop {
-                    let read = reader.read(&mut buf).await?;
-                    if read == 0 || seen + read as u64 > len {
-                        break;
+                let mut blocks = object.into_blocks();
+                let mut failed = None;
+                while let Some(block) = blocks.next().await {
+                    match block {
+                        Ok(block) => {
+                            digest.update(&block);
+                            out.send_block(block).await?;
+                        }
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
                     }
-                    seen += read as u64;
-                    digest.update(&buf[..read]);
-                    out.write_all(&buf[..read]).await?;
                 }
                 let actual = digest.finalize();
-                if seen != len || actual != crc32 {
+                if failed.is_some() || actual != crc32 {
                     // Segments end byte-aligned: an invalid block right after stops every
                     // decoder, as in the streaming path.
                     let _ = out.write_all(&INVALID_BLOCK).await;
                     let _ = out.flush().await;
-                    return Err(ArchiveError::SegmentMismatch {
-                        key,
-                        expected: crc32,
-                        actual,
+                    return Err(match failed {
+                        Some(error) => ArchiveError::Io(error),
+                        None => ArchiveError::SegmentMismatch {
+                            key,
+                            expected: crc32,
+                            actual,
+                        },
                     });
                 }
             }
@@ -479,7 +492,8 @@ async fn copy_checked<W: AsyncWrite + Unpin>(
     object: StoreObject,
     buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
-    let StoreObject { len, mut reader } = object;
+    let len = object.len;
+    let mut reader = object.into_reader();
     let mut md5 = Md5::new();
     let mut seen = 0u64;
     loop {
@@ -579,15 +593,15 @@ mod tests {
                 segment: None,
                 deflate_level: fleetpack_resolver::DEFLATE_LEVEL,
             },
-            object: StoreObject {
-                len: data.len() as u64,
-                reader: Box::pin(Trickle {
+            object: StoreObject::new(
+                data.len() as u64,
+                Trickle {
                     data: data.to_vec(),
                     at: 0,
                     sizes,
                     turn: 0,
-                }),
-            },
+                },
+            ),
         }
     }
 

@@ -142,6 +142,18 @@ impl ChannelSink {
     }
 }
 
+impl crate::archive::BlockSink for ChannelSink {
+    /// Hands `block` to the connection as it is, after anything written before it.
+    async fn send_block(&mut self, block: Bytes) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.flush().await?;
+        let len = block.len() as u64;
+        self.raw.send(Ok(block)).await.map_err(|_| client_gone())?;
+        self.sent += len;
+        Ok(())
+    }
+}
+
 fn client_gone() -> io::Error {
     io::Error::new(
         io::ErrorKind::BrokenPipe,

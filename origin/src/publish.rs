@@ -217,10 +217,7 @@ async fn open_file(path: &Path, len: u64) -> Result<StoreObject, PublishError> {
             path: path.to_owned(),
             source,
         })?;
-    Ok(StoreObject {
-        len,
-        reader: Box::pin(file),
-    })
+    Ok(StoreObject::new(len, file))
 }
 
 /// Compresses `rule`'s binary, read from `object`, into its tar entry's deflate segment

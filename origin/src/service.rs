@@ -141,11 +141,12 @@ async fn package<S: Store, B>(
     let query = request.uri().query().unwrap_or_default();
     let if_none_match = request.headers().get_all(IF_NONE_MATCH);
     let key = RequestKey::new(query, if_none_match.iter().map(HeaderValue::as_bytes));
-    let snapshot = app.rules.current();
-    let answer = match snapshot
+    let reused = app
+        .rules
+        .peek()
         .as_ref()
-        .and_then(|snapshot| snapshot.answers.get(&key))
-    {
+        .and_then(|snapshot| snapshot.answers.get(&key));
+    let answer = match reused {
         Some(answer) => {
             Metrics::increment(&app.metrics.answers_reused);
             answer
@@ -155,7 +156,7 @@ async fn package<S: Store, B>(
             let query = DeviceQuery::parse(query)?;
             let if_none_match =
                 IfNoneMatch::parse(if_none_match.iter().map(HeaderValue::as_bytes))?;
-            let snapshot = snapshot.ok_or(RequestError::NotReady)?;
+            let snapshot = app.rules.current().ok_or(RequestError::NotReady)?;
             let selection = snapshot.rules.resolve(&query)?;
             let plan = PackagePlan::new(&selection, &if_none_match, query.payload());
             let answer = Arc::new(answer_for(plan, &if_none_match).await?);

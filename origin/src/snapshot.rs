@@ -58,6 +58,12 @@ impl Rules {
         self.current.load_full()
     }
 
+    /// Like [`Rules::current`], for a short look that ends before any `.await`: no
+    /// reference count is touched, so parallel requests do not contend on one.
+    pub fn peek(&self) -> arc_swap::Guard<Option<Arc<RulesSnapshot>>> {
+        self.current.load()
+    }
+
     pub fn state(&self) -> RefreshState {
         self.state
             .lock()

@@ -302,7 +302,7 @@ async fn build_segment<S: Store>(store: &S, rule: &mut Rule) -> anyhow::Result<(
         store
             .open_object_range(&location, 0, sample_len)
             .await?
-            .reader
+            .into_reader()
             .read_to_end(&mut sample)
             .await?;
         rule.deflate_level = Some(choose_level(&sample));

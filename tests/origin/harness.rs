@@ -220,7 +220,7 @@ impl TestStore {
             TestStore::Aws { store, .. } => store.open_object(&object).await,
         }
         .expect("open object")
-        .reader;
+        .into_reader();
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).await.expect("read object");
         bytes

@@ -383,10 +383,7 @@ impl AwsStore {
         let request = self.s3.get_object().bucket(&self.bucket).key(&object.key);
         let request = match range {
             Some((_, 0)) => {
-                return Ok(StoreObject {
-                    len: 0,
-                    reader: Box::pin(tokio::io::empty()),
-                });
+                return Ok(StoreObject::new(0, tokio::io::empty()));
             }
             Some((offset, len)) => request.range(format!("bytes={offset}-{}", offset + len - 1)),
             None => request,
@@ -407,10 +404,7 @@ impl AwsStore {
                 action: format!("cannot get `{}`", object.url()),
                 detail: "the response has no Content-Length".to_owned(),
             })?;
-        Ok(StoreObject {
-            len,
-            reader: Box::pin(output.body.into_async_read()),
-        })
+        Ok(StoreObject::new(len, output.body.into_async_read()))
     }
 
     async fn get_rule(
@@ -531,7 +525,7 @@ impl Store for AwsStore {
         if etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(Some(etag.to_ascii_lowercase()));
         }
-        let mut reader = self.open_object(object).await?.reader;
+        let mut reader = self.open_object(object).await?.into_reader();
         let mut md5 = <md5::Md5 as md5::Digest>::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use fleetpack_resolver::{ObjectLocation, Rule};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 
 use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 use crate::digest::digest_file;
@@ -195,10 +195,7 @@ impl Store for LocalStore {
 
     async fn open_object(&self, object: &ObjectLocation) -> Result<StoreObject, StoreError> {
         let (file, len) = self.open_file(object).await?;
-        Ok(StoreObject {
-            len,
-            reader: Box::pin(file),
-        })
+        Ok(StoreObject::file(len, file.into_std().await))
     }
 
     async fn open_object_range(
@@ -218,10 +215,7 @@ impl Store for LocalStore {
         file.seek(SeekFrom::Start(offset))
             .await
             .map_err(StoreError::io("cannot seek in", self.object_path(object)))?;
-        Ok(StoreObject {
-            len,
-            reader: Box::pin(file.take(len)),
-        })
+        Ok(StoreObject::file(len, file.into_std().await))
     }
 
     fn location(&self, key: &str) -> ObjectLocation {
