@@ -25,8 +25,9 @@ pub fn empty() -> Body {
 }
 
 /// Chunks a writer task hands to the connection before it waits: with
-/// [`SINK_CHUNK`]-sized chunks, this bounds a download's buffered bytes.
-const CHANNEL_CHUNKS: usize = 4;
+/// [`SINK_CHUNK`]-sized chunks or a store's blocks, this bounds a download's buffered
+/// bytes (two chunks, as many as keep the connection busy while the next is made).
+const CHANNEL_CHUNKS: usize = 2;
 /// Bytes gathered before they are handed on as one chunk.
 pub(crate) const SINK_CHUNK: usize = 64 * 1024;
 
@@ -90,7 +91,9 @@ static FILLER: [u8; SINK_CHUNK] = [0; SINK_CHUNK];
 impl ChannelSink {
     /// Whether the client has gone away (the body was dropped).
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        // `raw`, not `sender`: a PollSender learns of the closure only when it sends,
+        // and blocks bypass it.
+        self.raw.is_closed()
     }
 
     /// Aborts the response with `error`, after the bytes written so far.

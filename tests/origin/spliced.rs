@@ -529,3 +529,71 @@ async fn one_member_checks_refuse_a_second_member_a_cut_and_a_bad_tar() {
         assert!(read_tar(bytes).is_err(), "read_tar took {label}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_leaves_mid_package_is_counted_as_gone_not_as_a_failure() {
+    use std::time::Duration;
+
+    use fleetpack_origin::demo::{DemoRelease, write_demo_binary};
+    use fleetpack_origin::publish::Release;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::harness::eventually;
+
+    // Far more than the socket buffers hold, so the origin is still sending.
+    const SIZE: u64 = 48 * 1024 * 1024;
+    let origin = Origin::demo().await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let path = scratch.path().join("bulky");
+    let demo = DemoRelease {
+        app: "bulky",
+        channel: "prod",
+        version: "1.0.0",
+        cpu_arch: Some("bulk"),
+        attributes: &[],
+    };
+    write_demo_binary(&demo, SIZE, &path).expect("binary");
+    let release = Release {
+        app: "os_bulk".to_owned(),
+        channel: "prod".to_owned(),
+        version: "1.0.0".to_owned(),
+        cpu_arch: Some("bulk".to_owned()),
+        attributes: Vec::new(),
+        mandatory: false,
+        enabled: true,
+    };
+    origin.store.publish(&release, &path).await;
+    eventually(Duration::from_secs(10), "the new rule served", || async {
+        origin
+            .get("/package?cpuArch=bulk&payloadType=metadataOnly")
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(origin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /package?cpuArch=bulk HTTP/1.1\r\nHost: origin\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut start = [0u8; 4096];
+    stream
+        .read_exact(&mut start)
+        .await
+        .expect("the first bytes");
+    assert!(start.starts_with(b"HTTP/1.1 200 OK"));
+    drop(stream);
+
+    eventually(
+        Duration::from_secs(10),
+        "the package counted as cut by the client",
+        || async { origin.metric("fleetpack_packages_client_gone_total").await == 1 },
+    )
+    .await;
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 0);
+    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 0);
+    assert_eq!(origin.metric("fleetpack_packages_spliced_total").await, 1);
+}

@@ -20,9 +20,9 @@ pub use local::LocalStore;
 /// Called with the bytes uploaded so far while a binary is stored.
 pub type Progress = dyn Fn(u64) + Send + Sync;
 
-/// Bytes read ahead per block when an object is sent as blocks: large enough that a
-/// read and a hand-off cost little per byte, small enough that 64 downloads buffer
-/// tens of MiB, not hundreds.
+/// Bytes per block when an object is sent as blocks: large enough that a read and a
+/// hand-off cost little per byte, small enough that a download buffers well under a
+/// MiB (a block being read, one read ahead, and the body channel's two).
 const BLOCK: usize = 128 * 1024;
 
 /// A binary opened for streaming, with its exact length.
