@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleetpack_origin::archive::{PackageObject, Spliced, write_package, write_parts};
+use fleetpack_origin::archive::{Discard, PackageObject, Spliced, write_package, write_parts};
 use fleetpack_origin::demo::{DemoRelease, write_demo_binary};
 use fleetpack_origin::publish::{Release, publish};
 use fleetpack_origin::store::{LocalStore, Store};
@@ -61,8 +61,10 @@ fn assembly(c: &mut Criterion) {
     group.bench_function("spliced", |b| {
         b.to_async(&runtime).iter(|| async {
             let parts = spliced.open(&store, None).await.expect("segments");
-            write_parts(&mut tokio::io::sink(), parts)
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || write_parts(&mut Discard, parts, &handle))
                 .await
+                .expect("writer")
                 .expect("written");
         })
     });

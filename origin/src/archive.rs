@@ -364,40 +364,52 @@ impl Spliced {
     }
 }
 
-/// Where a spliced package goes: blocks are handed on whole, never copied.
-pub trait BlockSink: AsyncWrite + Unpin + Send {
-    fn send_block(&mut self, block: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+/// Where a spliced package goes, from a blocking thread: blocks are handed on whole,
+/// never copied.
+pub trait BlockSink {
+    fn send_block(&mut self, block: Bytes) -> io::Result<()>;
 }
 
 /// Discards what it is sent (for measuring the cost of assembly alone).
-impl BlockSink for tokio::io::Sink {
-    async fn send_block(&mut self, block: Bytes) -> io::Result<()> {
-        self.write_all(&block).await
+#[derive(Debug, Default)]
+pub struct Discard;
+
+impl BlockSink for Discard {
+    fn send_block(&mut self, block: Bytes) -> io::Result<()> {
+        drop(block);
+        Ok(())
     }
 }
 
-/// Writes opened parts of a spliced package. A whole segment whose bytes differ from
-/// what its rule says fails the write after it, ended by an invalid block, as
-/// [`write_package`] does. CRC-32 rather than MD5: it keeps up with copying.
-pub async fn write_parts<W: BlockSink>(out: &mut W, parts: Vec<Part>) -> Result<(), ArchiveError> {
+/// Writes opened parts of a spliced package, reading the stored segments block by block
+/// on this thread, which must be a blocking one (streams are driven on `runtime`). One
+/// thread reads, checks and hands on each block: no task hops between the disk and the
+/// connection. A whole segment whose bytes differ from what its rule says fails the
+/// write after it, ended by an invalid block, as [`write_package`] does. CRC-32 rather
+/// than MD5: it keeps up with copying.
+pub fn write_parts(
+    out: &mut impl BlockSink,
+    parts: Vec<Part>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), ArchiveError> {
     for part in parts {
         match part {
-            Part::Bytes(bytes) => out.send_block(bytes).await?,
+            Part::Bytes(bytes) => out.send_block(bytes)?,
             Part::Slice(object) => {
                 let mut blocks = object.into_blocks();
-                while let Some(block) = blocks.next().await {
-                    out.send_block(block?).await?;
+                while let Some(block) = blocks.next_block(runtime) {
+                    out.send_block(block?)?;
                 }
             }
             Part::Whole { object, key, crc32 } => {
                 let mut digest = crc32fast::Hasher::new();
                 let mut blocks = object.into_blocks();
                 let mut failed = None;
-                while let Some(block) = blocks.next().await {
+                while let Some(block) = blocks.next_block(runtime) {
                     match block {
                         Ok(block) => {
                             digest.update(&block);
-                            out.send_block(block).await?;
+                            out.send_block(block)?;
                         }
                         Err(error) => {
                             failed = Some(error);
@@ -409,8 +421,7 @@ pub async fn write_parts<W: BlockSink>(out: &mut W, parts: Vec<Part>) -> Result<
                 if failed.is_some() || actual != crc32 {
                     // Segments end byte-aligned: an invalid block right after stops every
                     // decoder, as in the streaming path.
-                    let _ = out.write_all(&INVALID_BLOCK).await;
-                    let _ = out.flush().await;
+                    let _ = out.send_block(Bytes::from_static(&INVALID_BLOCK));
                     return Err(match failed {
                         Some(error) => ArchiveError::Io(error),
                         None => ArchiveError::SegmentMismatch {
@@ -423,7 +434,6 @@ pub async fn write_parts<W: BlockSink>(out: &mut W, parts: Vec<Part>) -> Result<
             }
         }
     }
-    out.flush().await?;
     Ok(())
 }
 

@@ -146,12 +146,14 @@ impl ChannelSink {
 }
 
 impl crate::archive::BlockSink for ChannelSink {
-    /// Hands `block` to the connection as it is, after anything written before it.
-    async fn send_block(&mut self, block: Bytes) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        self.flush().await?;
+    /// Hands `block` to the connection as it is, waiting (blocking the thread) while
+    /// the client is slow. Only for a sink nothing was written to through `AsyncWrite`.
+    fn send_block(&mut self, block: Bytes) -> io::Result<()> {
+        debug_assert!(self.pending.is_empty(), "bytes written before a block");
         let len = block.len() as u64;
-        self.raw.send(Ok(block)).await.map_err(|_| client_gone())?;
+        self.raw
+            .blocking_send(Ok(block))
+            .map_err(|_| client_gone())?;
         self.sent += len;
         Ok(())
     }

@@ -10,6 +10,9 @@ use fleetpack_origin::server::{run, shutdown_signal};
 use fleetpack_origin::store::{AwsStore, LocalStore, Store};
 use tracing_subscriber::EnvFilter;
 
+/// Blocking threads for file operations other than spliced downloads.
+const BLOCKING_THREADS_BESIDES_DOWNLOADS: usize = 64;
+
 fn main() -> ExitCode {
     let options = Options::parse();
     let (store, config) = match options.check() {
@@ -26,7 +29,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Each spliced download holds a blocking thread while it sends; with one per
+    // connection to spare, a download never waits for a thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(config.max_connections + BLOCKING_THREADS_BESIDES_DOWNLOADS)
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fleetpack-origin: cannot start the async runtime: {error}");

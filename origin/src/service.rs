@@ -327,7 +327,27 @@ async fn stream_package<S: Store>(
     Metrics::increment(&metrics.packages_started);
     let written = match source {
         Source::Live(objects) => archive::write_package(&mut sink, &answer.details, objects).await,
-        Source::Spliced(parts) => archive::write_parts(&mut sink, parts).await,
+        Source::Spliced(parts) => {
+            // The whole download on one blocking thread (bounded by the connection cap):
+            // each block goes from the disk read to the connection without a task hop.
+            let runtime = tokio::runtime::Handle::current();
+            let sent = tokio::task::spawn_blocking(move || {
+                let written = archive::write_parts(&mut sink, parts, &runtime);
+                (sink, written)
+            })
+            .await;
+            match sent {
+                Ok((returned, written)) => {
+                    sink = returned;
+                    written
+                }
+                Err(panicked) => {
+                    Metrics::increment(&metrics.packages_aborted);
+                    tracing::error!(etag = %answer.plan.etag(), error = %panicked, "package writer failed");
+                    return;
+                }
+            }
+        }
     };
     match written {
         Ok(()) => Metrics::increment(&metrics.packages_completed),

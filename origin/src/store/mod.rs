@@ -12,7 +12,6 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use fleetpack_resolver::{ObjectLocation, Rule};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::sync::mpsc;
 
 pub use aws::{AwsStore, Created};
 pub use local::LocalStore;
@@ -22,8 +21,8 @@ pub type Progress = dyn Fn(u64) + Send + Sync;
 
 /// Bytes per block when an object is sent as blocks: large enough that a read and a
 /// hand-off cost little per byte, small enough that a download buffers well under a
-/// MiB (a block being read, one read ahead, and the body channel's two).
-const BLOCK: usize = 128 * 1024;
+/// MiB (the block being read, and the body channel's two).
+const BLOCK: usize = 256 * 1024;
 
 /// A binary opened for streaming, with its exact length.
 pub struct StoreObject {
@@ -61,103 +60,75 @@ impl StoreObject {
         }
     }
 
-    /// The `len` bytes as blocks, read ahead of the consumer by one block. A local file
-    /// is read in blocking threads straight into each block, so a block reaches the
-    /// socket with no copy in between. Fewer bytes than `len` end in an error.
+    /// The `len` bytes as blocks, for a blocking thread: a local file is read straight
+    /// into each block, so a block reaches the socket with no copy in between.
     pub fn into_blocks(self) -> Blocks {
-        let (sender, receiver) = mpsc::channel(1);
-        let len = self.len;
-        match self.source {
-            Source::File(file) => tokio::spawn(send_file_blocks(file, len, sender)),
-            Source::Reader(reader) => tokio::spawn(send_reader_blocks(reader, len, sender)),
-        };
-        Blocks { receiver }
+        Blocks {
+            left: self.len,
+            source: self.source,
+        }
     }
 }
 
-/// An object's bytes in blocks, from [`StoreObject::into_blocks`].
-#[derive(Debug)]
+/// An object's bytes in blocks, read on the calling (blocking) thread; see
+/// [`StoreObject::into_blocks`].
 pub struct Blocks {
-    receiver: mpsc::Receiver<io::Result<Bytes>>,
+    left: u64,
+    source: Source,
 }
 
 impl Blocks {
-    /// The next block; `None` after the last.
-    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
-        self.receiver.recv().await
-    }
-}
-
-fn truncated() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the object ended before its length",
-    )
-}
-
-async fn send_file_blocks(
-    mut file: std::fs::File,
-    mut left: u64,
-    sender: mpsc::Sender<io::Result<Bytes>>,
-) {
-    use std::io::Read;
-    while left > 0 {
-        let want = left.min(BLOCK as u64);
-        // read_to_end fills the block's spare capacity without zeroing it first.
-        let read = tokio::task::spawn_blocking(move || {
-            let mut block = Vec::with_capacity(want as usize);
-            let read = (&mut file).take(want).read_to_end(&mut block);
-            (file, read.map(|_| block))
-        })
-        .await;
-        let failure = match read {
-            Ok((rest, Ok(block))) if !block.is_empty() => {
-                file = rest;
-                left -= block.len() as u64;
-                if sender.send(Ok(Bytes::from(block))).await.is_err() {
-                    return;
-                }
-                continue;
+    /// The next block; `None` after the last. Fewer bytes than the object's length end
+    /// in an error. Blocks the thread (a stream is driven on `runtime`): never call it
+    /// on an async worker.
+    pub fn next_block(&mut self, runtime: &tokio::runtime::Handle) -> Option<io::Result<Bytes>> {
+        if self.left == 0 {
+            return None;
+        }
+        let want = self.left.min(BLOCK as u64);
+        let block = match &mut self.source {
+            Source::File(file) => {
+                use std::io::Read;
+                // read_to_end fills the block's spare capacity without zeroing it first.
+                let mut block = Vec::with_capacity(want as usize);
+                file.take(want)
+                    .read_to_end(&mut block)
+                    .map(|_| Bytes::from(block))
             }
-            Ok((_, Ok(_))) => truncated(),
-            Ok((_, Err(error))) => error,
-            Err(join) => io::Error::other(join),
+            Source::Reader(reader) => runtime.block_on(async {
+                let mut block = BytesMut::with_capacity(want as usize);
+                while (block.len() as u64) < want {
+                    let left = want - block.len() as u64;
+                    if reader.as_mut().take(left).read_buf(&mut block).await? == 0 {
+                        break;
+                    }
+                }
+                Ok(block.freeze())
+            }),
         };
-        let _ = sender.send(Err(failure)).await;
-        return;
+        Some(match block {
+            Ok(block) if block.is_empty() => {
+                self.left = 0;
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object ended before its length",
+                ))
+            }
+            Ok(block) => {
+                self.left -= block.len() as u64;
+                Ok(block)
+            }
+            Err(error) => {
+                self.left = 0;
+                Err(error)
+            }
+        })
     }
 }
 
-async fn send_reader_blocks(
-    mut reader: Pin<Box<dyn AsyncRead + Send>>,
-    mut left: u64,
-    sender: mpsc::Sender<io::Result<Bytes>>,
-) {
-    use tokio::io::AsyncReadExt;
-    while left > 0 {
-        let want = left.min(BLOCK as u64) as usize;
-        let mut block = BytesMut::with_capacity(want);
-        while block.len() < want {
-            match (&mut reader)
-                .take((want - block.len()) as u64)
-                .read_buf(&mut block)
-                .await
-            {
-                Ok(0) => {
-                    let _ = sender.send(Err(truncated())).await;
-                    return;
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            }
-        }
-        left -= block.len() as u64;
-        if sender.send(Ok(block.freeze())).await.is_err() {
-            return;
-        }
+impl std::fmt::Debug for Blocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blocks").field("left", &self.left).finish()
     }
 }
 
