@@ -19,8 +19,9 @@ pub struct Answer {
     /// 304: the device has every binary, or listed this response's ETag or `*`.
     pub not_modified: bool,
     pub etag: HeaderValue,
-    /// The metadata document, ready to send.
+    /// The metadata document, ready to send, and its length as a header value.
     pub details: Bytes,
+    pub details_len: HeaderValue,
     /// How to splice the full payload from stored segments; `None` for metadata
     /// answers and when some binary has no segment.
     pub spliced: Option<Spliced>,

@@ -15,7 +15,7 @@ use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER, VARY,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::answers::{Answer, RequestKey};
 use crate::archive::{self, ArchiveError, PackageObject, Part, Spliced};
@@ -165,20 +165,10 @@ async fn package<S: Store, B>(
         }
     };
     let cache = &app.config.cache;
-    if answer.not_modified {
-        return Ok(cacheable(StatusCode::NOT_MODIFIED, &answer.etag, cache)
-            .body(body::empty())
-            .expect("valid response parts"));
+    if answer.not_modified || answer.plan.payload() == PayloadType::MetadataOnly {
+        return Ok(small_response(&answer, cache, head));
     }
-    let response = cacheable(StatusCode::OK, &answer.etag, cache);
-    if answer.plan.payload() == PayloadType::MetadataOnly {
-        return Ok(with_body(
-            response.header(CONTENT_TYPE, JSON),
-            answer.details.clone(),
-            head,
-        ));
-    }
-    let response = archive(response);
+    let response = archive(cacheable(StatusCode::OK, &answer.etag, cache));
     if answer.spliced.is_some() {
         spliced_package(app, request, head, answer, response).await
     } else {
@@ -200,6 +190,7 @@ async fn answer_for(
         not_modified,
         etag: etag_value(plan.etag()),
         details: Bytes::copy_from_slice(plan.details_json()),
+        details_len: HeaderValue::from(plan.details_json().len()),
         spliced,
         plan,
     })
@@ -454,11 +445,37 @@ fn cacheable(
     etag: &HeaderValue,
     cache: &CachePolicy,
 ) -> http::response::Builder {
-    Response::builder()
-        .status(status)
-        .header(ETAG, etag.clone())
-        .header(CACHE_CONTROL, cache.success.clone())
-        .header(VARY, VARY_IF_NONE_MATCH)
+    let mut response = Response::builder().status(status);
+    if let Some(headers) = response.headers_mut() {
+        cache_headers(headers, etag, cache);
+    }
+    response
+}
+
+fn cache_headers(headers: &mut HeaderMap, etag: &HeaderValue, cache: &CachePolicy) {
+    headers.insert(ETAG, etag.clone());
+    headers.insert(CACHE_CONTROL, cache.success.clone());
+    headers.insert(VARY, VARY_IF_NONE_MATCH);
+}
+
+/// A 304 or a metadata 200, from an answer: the path of most metadata requests, so
+/// every header is a clone of a value made once.
+fn small_response(answer: &Answer, cache: &CachePolicy, head: bool) -> Response<Body> {
+    let metadata = !answer.not_modified;
+    let mut response = Response::new(if metadata && !head {
+        body::full(answer.details.clone())
+    } else {
+        body::empty()
+    });
+    let headers = response.headers_mut();
+    cache_headers(headers, &answer.etag, cache);
+    if metadata {
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(CONTENT_LENGTH, answer.details_len.clone());
+    } else {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    response
 }
 
 /// The headers of a full payload: a file to save, not an encoding to undo.
