@@ -202,12 +202,7 @@ async fn stale_if_error_serves_a_cached_package_while_the_origin_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_package_is_never_cached() {
     let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
-    origin
-        .store
-        .tamper_segment("scoreboard", "1.0.0", |bytes| {
-            Some(bytes.iter().map(|b| !b).collect())
-        })
-        .await;
+    origin.store.corrupt_segment("scoreboard", "1.0.0").await;
     let target = format!("/package?{FULL_SAMPLE}");
     for attempt in 1..=2 {
         let response = request_allowing_abort(cdn.addr, Method::GET, &target, &[]).await;

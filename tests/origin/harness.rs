@@ -231,6 +231,15 @@ impl TestStore {
         self.tamper_key(format!("{app}_{version}"), bytes).await;
     }
 
+    /// Flips every bit of a binary's stored segment: same length, other bytes, so the
+    /// origin only finds out while it sends them.
+    pub async fn corrupt_segment(&self, app: &str, version: &str) {
+        self.tamper_segment(app, version, |bytes| {
+            Some(bytes.iter().map(|b| !b).collect())
+        })
+        .await;
+    }
+
     /// Replaces the stored segment of a binary with what `change` makes of its bytes,
     /// or deletes it when `change` gives `None`.
     pub async fn tamper_segment(

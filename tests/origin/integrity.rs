@@ -10,12 +10,7 @@ const STORE_UNAVAILABLE: &str = "the package store is unavailable; retry later";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_changed_after_publish_aborts_the_package_mid_body() {
     let origin = Origin::demo_with_own_objects().await;
-    origin
-        .store
-        .tamper_segment("scoreboard", "1.0.0", |bytes| {
-            Some(bytes.iter().map(|b| !b).collect())
-        })
-        .await;
+    origin.store.corrupt_segment("scoreboard", "1.0.0").await;
 
     let target = format!("/package?{FULL_SAMPLE}");
     let response = request_allowing_abort(origin.addr, Method::GET, &target, &[]).await;
