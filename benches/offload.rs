@@ -121,48 +121,47 @@ async fn simulate(devices: usize) {
 /// Every combination of the demo fleet's parameters a device can have, with the
 /// binaries of its package.
 fn configurations(rules: &RuleSet) -> Vec<Configuration> {
-    let mut all = Vec::new();
-    for cpu in ["armv8", "armv7"] {
-        for os in [None, Some("beta")] {
-            for gamer in [None, Some("prod"), Some("beta")] {
-                for camera in [None, Some("prod"), Some("beta")] {
-                    for cellular in [None, Some("prod")] {
-                        for metadata in [false, true] {
-                            let mut params = vec![("cpuArch", cpu)];
-                            let optional = [
-                                ("os", os),
-                                ("attrGamer", gamer),
-                                ("attrCamera", camera),
-                                ("attrCellular", cellular),
-                                ("payloadType", metadata.then_some("metadataOnly")),
-                            ];
-                            params.extend(
-                                optional
-                                    .iter()
-                                    .filter_map(|&(name, value)| Some((name, value?))),
-                            );
-                            let query = spell(&params);
-                            let parsed = DeviceQuery::parse(&query).expect("a valid query");
-                            let selection = rules.resolve(&parsed).expect("a package");
-                            let md5s = selection
-                                .items
-                                .iter()
-                                .map(|selected| selected.rule.md5.clone())
-                                .collect();
-                            all.push(Configuration { params, md5s });
-                        }
-                    }
-                }
-            }
-        }
+    // Each parameter with the values a device may give it (`None`: left out).
+    let dimensions: [(&str, &[Option<&str>]); 6] = [
+        ("cpuArch", &[Some("armv8"), Some("armv7")]),
+        ("os", &[None, Some("beta")]),
+        ("attrGamer", &[None, Some("prod"), Some("beta")]),
+        ("attrCamera", &[None, Some("prod"), Some("beta")]),
+        ("attrCellular", &[None, Some("prod")]),
+        ("payloadType", &[None, Some("metadataOnly")]),
+    ];
+    let mut combinations: Vec<Vec<(&'static str, &'static str)>> = vec![Vec::new()];
+    for (name, values) in dimensions {
+        combinations = combinations
+            .iter()
+            .flat_map(|params| {
+                values.iter().map(move |value| {
+                    let mut params = params.clone();
+                    params.extend(value.map(|value| (name, value)));
+                    params
+                })
+            })
+            .collect();
     }
-    all
+    combinations
+        .into_iter()
+        .map(|params| {
+            let parsed = DeviceQuery::parse(&spell(&params)).expect("a valid query");
+            let selection = rules.resolve(&parsed).expect("a package");
+            let md5s = selection
+                .items
+                .iter()
+                .map(|selected| selected.rule.md5.clone())
+                .collect();
+            Configuration { params, md5s }
+        })
+        .collect()
 }
 
-fn spell(params: &[(&str, &str)]) -> String {
+fn spell(params: &[(impl AsRef<str>, impl AsRef<str>)]) -> String {
     let pairs: Vec<String> = params
         .iter()
-        .map(|(name, value)| format!("{name}={value}"))
+        .map(|(name, value)| format!("{}={}", name.as_ref(), value.as_ref()))
         .collect();
     pairs.join("&")
 }
@@ -221,11 +220,7 @@ fn device_request(rng: &mut ChaCha8Rng, configuration: &Configuration) -> Device
             *name = name.to_ascii_uppercase();
         }
     }
-    let query = params
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let query = spell(&params);
     // 60% know nothing yet; 25% have every binary (304); 15% have the OS image only.
     let known: Vec<String> = match uniform(rng) {
         draw if draw < 0.6 => Vec::new(),
@@ -254,14 +249,15 @@ fn device_request(rng: &mut ChaCha8Rng, configuration: &Configuration) -> Device
 /// What the CloudFront Function makes of a request.
 fn normalized(request: &DeviceRequest) -> DeviceRequest {
     let query = canonical_query(&request.query).unwrap_or_else(|| request.query.clone());
-    let if_none_match = match &request.if_none_match {
-        Some(value) => match canonical_if_none_match(value) {
-            Some(canonical) if canonical.is_empty() => None,
-            Some(canonical) => Some(canonical),
-            None => Some(value.clone()),
-        },
-        None => None,
-    };
+    // An empty canonical form drops the header; `None` forwards it as sent.
+    let if_none_match =
+        request
+            .if_none_match
+            .as_ref()
+            .and_then(|value| match canonical_if_none_match(value) {
+                Some(canonical) => (!canonical.is_empty()).then_some(canonical),
+                None => Some(value.clone()),
+            });
     DeviceRequest {
         query,
         if_none_match,

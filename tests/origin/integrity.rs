@@ -3,9 +3,30 @@
 use http::{Method, StatusCode};
 
 use crate::decode::{gnu_tar, python_tarfile};
-use crate::harness::{FULL_SAMPLE, Origin, demo_binary, raw_exchange, request_allowing_abort};
+use crate::harness::{
+    FULL_SAMPLE, Origin, Response, demo_binary, raw_exchange, request_allowing_abort,
+};
 
 const STORE_UNAVAILABLE: &str = "the package store is unavailable; retry later";
+
+/// A package aborted after its status line: the connection was cut, no decoder reads
+/// the bytes as a whole archive, and the origin counted an abort, not a completion.
+async fn assert_cut_and_counted(origin: &Origin, response: &Response) {
+    assert!(
+        response.body_error.is_some(),
+        "the body ended cleanly after {} bytes",
+        response.body.len()
+    );
+    // A device that ignores the cut connection must still fail to decode: Python's `r|gz`
+    // checks no gzip trailer, so the origin ends the bytes with an invalid deflate block.
+    assert!(gnu_tar(&response.body).is_err(), "GNU tar read it whole");
+    assert!(
+        python_tarfile(&response.body).is_err(),
+        "Python's tarfile read it whole"
+    );
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 1);
+    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 0);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_changed_after_publish_aborts_the_package_mid_body() {
@@ -16,18 +37,11 @@ async fn segment_changed_after_publish_aborts_the_package_mid_body() {
     let response = request_allowing_abort(origin.addr, Method::GET, &target, &[]).await;
     assert_eq!(response.status, StatusCode::OK);
     let announced: usize = response.header("content-length").parse().expect("a length");
-    assert!(response.body_error.is_some(), "the body ended cleanly");
     assert!(
         response.body.len() < announced,
         "all {announced} bytes arrived"
     );
-    assert!(gnu_tar(&response.body).is_err(), "GNU tar read it whole");
-    assert!(
-        python_tarfile(&response.body).is_err(),
-        "Python's tarfile read it whole"
-    );
-    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 1);
-    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 0);
+    assert_cut_and_counted(&origin, &response).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,20 +86,7 @@ async fn object_changed_after_publish_aborts_the_package_mid_body() {
     let response = request_allowing_abort(origin.addr, Method::GET, &target, &[]).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.header("transfer-encoding"), "chunked");
-    assert!(
-        response.body_error.is_some(),
-        "the body ended cleanly after {} bytes",
-        response.body.len()
-    );
-    // A device that ignores the cut connection must still fail to decode: Python's `r|gz`
-    // checks no gzip trailer, so the origin ends the bytes with an invalid deflate block.
-    assert!(gnu_tar(&response.body).is_err(), "GNU tar read it whole");
-    assert!(
-        python_tarfile(&response.body).is_err(),
-        "Python's tarfile read it whole"
-    );
-    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 1);
-    assert_eq!(origin.metric("fleetpack_packages_completed_total").await, 0);
+    assert_cut_and_counted(&origin, &response).await;
 
     let wire = raw_exchange(
         origin.addr,
