@@ -19,6 +19,9 @@ pub struct Metrics {
     /// to compressing because a stored segment was unusable.
     pub packages_spliced: AtomicU64,
     pub spliced_fallbacks: AtomicU64,
+    /// Refreshes that read the rules being served or loaded new ones; snapshots built.
+    pub rules_refreshes: AtomicU64,
+    pub rules_snapshots: AtomicU64,
     pub rules_refresh_failures: AtomicU64,
     /// Requests answered with a plan reused from an earlier request.
     pub answers_reused: AtomicU64,
@@ -57,7 +60,7 @@ impl Metrics {
                 get(counter)
             );
         }
-        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "fleetpack_packages_spliced_total",
                 "counter",
@@ -99,6 +102,18 @@ impl Metrics {
                 "counter",
                 "Package requests answered with a plan reused from an earlier request.",
                 &self.answers_reused,
+            ),
+            (
+                "fleetpack_rules_refreshes_total",
+                "counter",
+                "Refreshes that found the rules being served in the store, or loaded new ones.",
+                &self.rules_refreshes,
+            ),
+            (
+                "fleetpack_rules_snapshots_total",
+                "counter",
+                "Rules snapshots built: one at start and one per change of the stored rules.",
+                &self.rules_snapshots,
             ),
             (
                 "fleetpack_rules_refresh_failures_total",

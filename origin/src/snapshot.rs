@@ -1,12 +1,13 @@
 //! The in-memory rules snapshot: loaded from the store at start, refreshed in the
 //! background, read by every request without touching the store.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use fleetpack_resolver::{ObjectLocation, Rejected, RuleError, RuleSet};
+use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleError, RuleSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::answers::AnswerCache;
@@ -29,6 +30,8 @@ pub struct RefreshState {
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
     stamp: Option<RulesStamp>,
+    /// A digest of the rules in the current snapshot, for stores without a stamp.
+    content: Option<u64>,
 }
 
 /// The current snapshot and the state of its refreshes.
@@ -65,10 +68,13 @@ impl Rules {
     }
 
     pub fn state(&self) -> RefreshState {
+        self.state_mut().clone()
+    }
+
+    fn state_mut(&self) -> MutexGuard<'_, RefreshState> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     /// Loads the rules when the store says they changed. On failure the last good
@@ -77,10 +83,7 @@ impl Rules {
         if let Err(error) = self.try_refresh(store, metrics).await {
             tracing::warn!(store = %store.describe(), error = %error, "rules refresh failed; serving the last good rules");
             Metrics::increment(&metrics.rules_refresh_failures);
-            let mut state = self
-                .state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut state = self.state_mut();
             state.last_error = Some(error.to_string());
             state.last_error_at = Some(SystemTime::now());
         }
@@ -92,22 +95,41 @@ impl Rules {
         metrics: &Metrics,
     ) -> Result<(), crate::store::StoreError> {
         let stamp = store.rules_stamp().await?;
-        let unchanged = stamp.is_some() && self.state().stamp == stamp;
-        if unchanged && self.current.load().is_some() {
+        let loaded = self.current.load().is_some();
+        if loaded && stamp.is_some() && self.state().stamp == stamp {
+            // The stored rules are the ones last read: served, or failing the same way.
+            if self.state().last_error.is_none() {
+                Metrics::increment(&metrics.rules_refreshes);
+            }
             return Ok(());
         }
-        let stored = match store.load_rules().await {
+        let mut stored = match store.load_rules().await {
             Ok(stored) => stored,
             Err(error) => {
                 // Remember the stamp: the same stored rules would fail the same way, so
                 // they are tried again when they change (or while none are loaded).
-                self.state
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .stamp = stamp;
+                self.state_mut().stamp = stamp;
                 return Err(error);
             }
         };
+        // A store without a stamp is read in full on every refresh; when it returns the
+        // rules being served, their snapshot stays, and with it the reused answers.
+        stored.sort_unstable();
+        let content = fingerprint(&stored);
+        if !(loaded && self.state().content == Some(content)) {
+            self.install(store, stored, metrics);
+        }
+        Metrics::increment(&metrics.rules_refreshes);
+        *self.state_mut() = RefreshState {
+            stamp,
+            content: Some(content),
+            ..RefreshState::default()
+        };
+        Ok(())
+    }
+
+    /// Builds a snapshot of `stored` and serves it from the next request on.
+    fn install<S: Store>(&self, store: &S, stored: Vec<Rule>, metrics: &Metrics) {
         let (stored, foreign): (Vec<_>, Vec<_>) = stored.into_iter().partition(|rule| {
             ObjectLocation::parse(&rule.url).map_or(true, |object| store.holds(&object))
         });
@@ -139,15 +161,7 @@ impl Rules {
             rejected: rejected.len(),
             answers: AnswerCache::new(self.answer_cache_bytes),
         })));
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *state = RefreshState {
-            stamp,
-            ..RefreshState::default()
-        };
-        Ok(())
+        Metrics::increment(&metrics.rules_snapshots);
     }
 
     /// Refreshes every `interval` until `stop` is cancelled; until the first load
@@ -173,4 +187,11 @@ impl Rules {
             }
         }
     }
+}
+
+/// Tells sorted rule lists apart within this process (the digest is never stored).
+fn fingerprint(rules: &[Rule]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    rules.hash(&mut hasher);
+    hasher.finish()
 }

@@ -13,7 +13,7 @@ use crate::version::compare_versions;
 /// Everything after `deviceAttr` is an optional extension.
 ///
 /// Rules order by `app`, then `env`, then the other fields (declaration order).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
     pub app: String,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use fleetpack_origin::config::ServeConfig;
 use fleetpack_origin::publish::Release;
 use http::StatusCode;
 use md5::{Digest, Md5};
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::decode::{Member, decode_both};
-use crate::harness::{Origin, eventually, expected_details, object_keys, object_url};
+use crate::harness::{Origin, TestStore, eventually, expected_details, object_keys, object_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_ok_and_readyz_reports_nine_rules() {
@@ -34,6 +35,36 @@ async fn healthz_is_ok_and_readyz_reports_nine_rules() {
 
 async fn served_rules(origin: &Origin) -> Value {
     origin.get("/readyz").await.json()["rules"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_that_find_the_same_rules_keep_the_snapshot_and_its_answers() {
+    let config = ServeConfig {
+        rules_refresh: Duration::from_millis(100),
+        ..ServeConfig::default()
+    };
+    let origin = Origin::serve_with(TestStore::demo(false).await, config).await;
+    let target = "/package?cpuArch=armv8&attrGamer=prod&payloadType=metadataOnly";
+    let first = origin.get(target).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // The local store stamps its rules by file: the same rules in a new file make the
+    // refresh read them again, as the AWS store's refreshes always do.
+    origin.store.rewrite_rules_unchanged();
+    let refreshes = origin.metric("fleetpack_rules_refreshes_total").await;
+    eventually(Duration::from_secs(10), "three more refreshes", || async {
+        origin.metric("fleetpack_rules_refreshes_total").await >= refreshes + 3
+    })
+    .await;
+    let second = origin.get(target).await;
+    assert!(second.body == first.body, "the answer changed");
+    assert_eq!(origin.metric("fleetpack_answers_reused_total").await, 1);
+    assert_eq!(origin.metric("fleetpack_rules_snapshots_total").await, 1);
+    assert_eq!(
+        origin
+            .metric("fleetpack_rules_refresh_failures_total")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +129,7 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh_and_ends_reuse
     });
     assert_eq!(after.json(), expected);
     assert_ne!(after.etag(), before.etag());
+    assert_eq!(origin.metric("fleetpack_rules_snapshots_total").await, 2);
 
     let package = origin.get("/package?cpuArch=armv8&attrGamer=prod").await;
     let members = decode_both(&package.body);
