@@ -68,10 +68,10 @@ impl Rules {
     }
 
     pub fn state(&self) -> RefreshState {
-        self.state_mut().clone()
+        self.lock_state().clone()
     }
 
-    fn state_mut(&self) -> MutexGuard<'_, RefreshState> {
+    fn lock_state(&self) -> MutexGuard<'_, RefreshState> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -83,7 +83,7 @@ impl Rules {
         if let Err(error) = self.try_refresh(store, metrics).await {
             tracing::warn!(store = %store.describe(), error = %error, "rules refresh failed; serving the last good rules");
             Metrics::increment(&metrics.rules_refresh_failures);
-            let mut state = self.state_mut();
+            let mut state = self.lock_state();
             state.last_error = Some(error.to_string());
             state.last_error_at = Some(SystemTime::now());
         }
@@ -96,19 +96,22 @@ impl Rules {
     ) -> Result<(), crate::store::StoreError> {
         let stamp = store.rules_stamp().await?;
         let loaded = self.current.load().is_some();
-        if loaded && stamp.is_some() && self.state().stamp == stamp {
-            // The stored rules are the ones last read: served, or failing the same way.
-            if self.state().last_error.is_none() {
-                Metrics::increment(&metrics.rules_refreshes);
+        {
+            let state = self.lock_state();
+            if loaded && stamp.is_some() && state.stamp == stamp {
+                // The stored rules are the ones last read: served, or failing the same way.
+                if state.last_error.is_none() {
+                    Metrics::increment(&metrics.rules_refreshes);
+                }
+                return Ok(());
             }
-            return Ok(());
         }
         let mut stored = match store.load_rules().await {
             Ok(stored) => stored,
             Err(error) => {
                 // Remember the stamp: the same stored rules would fail the same way, so
                 // they are tried again when they change (or while none are loaded).
-                self.state_mut().stamp = stamp;
+                self.lock_state().stamp = stamp;
                 return Err(error);
             }
         };
@@ -116,11 +119,11 @@ impl Rules {
         // rules being served, their snapshot stays, and with it the reused answers.
         stored.sort_unstable();
         let content = fingerprint(&stored);
-        if !(loaded && self.state().content == Some(content)) {
+        if !(loaded && self.lock_state().content == Some(content)) {
             self.install(store, stored, metrics);
         }
         Metrics::increment(&metrics.rules_refreshes);
-        *self.state_mut() = RefreshState {
+        *self.lock_state() = RefreshState {
             stamp,
             content: Some(content),
             ..RefreshState::default()
