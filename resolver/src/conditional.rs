@@ -1,3 +1,5 @@
+use std::ops::Range;
+
 use crate::ident::excerpt;
 use crate::plan::ETag;
 
@@ -13,12 +15,61 @@ pub const MAX_ENTITY_TAGS: usize = 256;
 /// whitespace, quoted (`"abc"`), bare (`abc`) or weak (`W/"abc"`) tags, and empty
 /// elements (the AWS sample's clients end the list with a comma). Tags are compared
 /// weakly (RFC 9110, section 13.1.2) and ignoring letter case, since they are hex digests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct IfNoneMatch {
     any: bool,
-    /// Opaque tags in lowercase, sorted and deduplicated.
-    tags: Vec<String>,
+    /// The opaque tags in lowercase, one after another: one allocation for up to 256
+    /// tags instead of one each.
+    text: String,
+    /// Where each tag is in `text`, sorted by the tags' text, without duplicates.
+    spans: Vec<TagSpan>,
 }
+
+/// One tag's place in `IfNoneMatch::text`, and its first eight bytes as a number, which
+/// orders most pairs of tags (digests are random) without reading the text.
+#[derive(Debug, Clone, Copy)]
+struct TagSpan {
+    prefix: u64,
+    start: u16,
+    end: u16,
+}
+
+impl TagSpan {
+    fn new(text: &[u8], start: usize) -> Self {
+        // Both fit: the whole header is at most MAX_IF_NONE_MATCH_BYTES.
+        let narrow = |at: usize| u16::try_from(at).expect("If-None-Match length is checked");
+        TagSpan {
+            prefix: prefix(&text[start..]),
+            start: narrow(start),
+            end: narrow(text.len()),
+        }
+    }
+
+    fn range(&self) -> Range<usize> {
+        usize::from(self.start)..usize::from(self.end)
+    }
+
+    fn of<'t>(&self, text: &'t [u8]) -> &'t [u8] {
+        &text[self.range()]
+    }
+}
+
+/// The first eight bytes, big-endian, padded with zeros: numbers compare as the bytes
+/// would, since no tag holds a zero byte.
+fn prefix(tag: &[u8]) -> u64 {
+    let mut first = [0; 8];
+    let len = tag.len().min(8);
+    first[..len].copy_from_slice(&tag[..len]);
+    u64::from_be_bytes(first)
+}
+
+impl PartialEq for IfNoneMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.any == other.any && self.tags().eq(other.tags())
+    }
+}
+
+impl Eq for IfNoneMatch {}
 
 /// Why an `If-None-Match` header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,20 +91,82 @@ pub enum ConditionalError {
 impl IfNoneMatch {
     /// Parses every `If-None-Match` header line of a request, in order.
     pub fn parse<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, ConditionalError> {
-        let mut parsed = IfNoneMatch::default();
+        let mut tags = Tags::default();
         let mut len = 0;
         for line in lines {
             len += line.len();
             if len > MAX_IF_NONE_MATCH_BYTES {
                 return Err(ConditionalError::TooLong { len });
             }
-            parsed.parse_line(line)?;
+            tags.text.reserve(line.len());
+            tags.parse_line(line)?;
         }
-        parsed.tags.sort_unstable();
-        parsed.tags.dedup();
-        Ok(parsed)
+        let Tags {
+            any,
+            text,
+            mut spans,
+        } = tags;
+        spans.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| a.of(&text).cmp(b.of(&text)))
+        });
+        spans.dedup_by(|a, b| a.of(&text) == b.of(&text));
+        Ok(IfNoneMatch {
+            any,
+            text: String::from_utf8(text).expect("tags are checked to be ASCII"),
+            spans,
+        })
     }
 
+    /// Whether the header holds the wildcard `*`.
+    pub fn matches_any(&self) -> bool {
+        self.any
+    }
+
+    /// The listed tags, unquoted, in lowercase, sorted and without duplicates.
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.spans.iter().map(|span| &self.text[span.range()])
+    }
+
+    /// Whether the header was absent or empty.
+    pub fn is_empty(&self) -> bool {
+        !self.any && self.spans.is_empty()
+    }
+
+    /// Whether the device listed this digest (hex, any letter case).
+    pub fn has_digest(&self, hex: &str) -> bool {
+        // Most devices list nothing; they need no lowercase copy.
+        !self.spans.is_empty() && self.has_tag(hex.to_ascii_lowercase().as_bytes())
+    }
+
+    /// Whether the header matches a response with this entity tag: `*` or the tag itself.
+    pub fn matches(&self, etag: &ETag) -> bool {
+        self.any || self.has_tag(etag.opaque().as_bytes())
+    }
+
+    fn has_tag(&self, lowercase: &[u8]) -> bool {
+        let text = self.text.as_bytes();
+        let wanted = prefix(lowercase);
+        self.spans
+            .binary_search_by(|span| {
+                span.prefix
+                    .cmp(&wanted)
+                    .then_with(|| span.of(text).cmp(lowercase))
+            })
+            .is_ok()
+    }
+}
+
+/// The tags of a header while its lines are read, in the order sent.
+#[derive(Default)]
+struct Tags {
+    any: bool,
+    text: Vec<u8>,
+    spans: Vec<TagSpan>,
+}
+
+impl Tags {
     fn parse_line(&mut self, line: &[u8]) -> Result<(), ConditionalError> {
         let malformed = |at: usize| ConditionalError::Malformed {
             near: excerpt(&String::from_utf8_lossy(&line[at..])),
@@ -95,44 +208,15 @@ impl IfNoneMatch {
             if tag == b"*" && line[start] == b'*' {
                 self.any = true;
             } else if !tag.is_empty() {
-                if self.tags.len() == MAX_ENTITY_TAGS {
+                if self.spans.len() == MAX_ENTITY_TAGS {
                     return Err(ConditionalError::TooManyTags);
                 }
-                self.tags
-                    .push(tag.iter().map(|b| b.to_ascii_lowercase() as char).collect());
+                let start = self.text.len();
+                self.text.extend_from_slice(tag);
+                self.text[start..].make_ascii_lowercase();
+                self.spans.push(TagSpan::new(&self.text, start));
             }
         }
-    }
-
-    /// Whether the header holds the wildcard `*`.
-    pub fn matches_any(&self) -> bool {
-        self.any
-    }
-
-    /// The listed tags, unquoted, in lowercase, sorted and without duplicates.
-    pub fn tags(&self) -> &[String] {
-        &self.tags
-    }
-
-    /// Whether the header was absent or empty.
-    pub fn is_empty(&self) -> bool {
-        !self.any && self.tags.is_empty()
-    }
-
-    /// Whether the device listed this digest (hex, any letter case).
-    pub fn has_digest(&self, hex: &str) -> bool {
-        self.has_tag(&hex.to_ascii_lowercase())
-    }
-
-    /// Whether the header matches a response with this entity tag: `*` or the tag itself.
-    pub fn matches(&self, etag: &ETag) -> bool {
-        self.any || self.has_tag(etag.opaque())
-    }
-
-    fn has_tag(&self, lowercase: &str) -> bool {
-        self.tags
-            .binary_search_by(|tag| tag.as_str().cmp(lowercase))
-            .is_ok()
     }
 }
 
@@ -152,7 +236,7 @@ mod tests {
     fn tags(lines: &[&str]) -> Vec<String> {
         let parsed = parsed(lines);
         assert!(!parsed.any, "{lines:?} is not `*`");
-        parsed.tags
+        parsed.tags().map(str::to_owned).collect()
     }
 
     fn malformed(line: &[u8]) -> String {
@@ -191,7 +275,7 @@ mod tests {
     #[test]
     fn weak_tag_compares_by_its_opaque_part() {
         let parsed = parsed(&["W/\"abc\""]);
-        assert_eq!(parsed.tags, ["abc"]);
+        assert!(parsed.tags().eq(["abc"]));
         assert!(parsed.has_digest("abc"));
         assert!(!parsed.has_digest("w/\"abc\""));
     }
@@ -237,7 +321,7 @@ mod tests {
         for line in ["\"*\"", "W/\"*\""] {
             let parsed = parsed(&[line]);
             assert!(!parsed.any, "{line}");
-            assert_eq!(parsed.tags, ["*"], "{line}");
+            assert!(parsed.tags().eq(["*"]), "{line}");
             assert!(!parsed.matches(&demo_etag()), "{line}");
         }
     }

@@ -1,5 +1,5 @@
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use fleetpack_resolver::{DeviceQuery, IfNoneMatch, Reason, Rule, RuleSet, compare_versions};
@@ -158,7 +158,29 @@ fn header_like() -> impl Strategy<Value = Vec<Vec<u8>>> {
     prop::collection::vec(line, 0..4)
 }
 
+/// Tags of every length around eight bytes, many sharing their first eight, in mixed case.
+fn tag_lists() -> impl Strategy<Value = Vec<String>> {
+    let tag = ("(0123456789|ABCDEFab|abcdefAB)?", "[0-9a-fA-F._-]{0,10}")
+        .prop_map(|(shared, rest)| shared + &rest)
+        .prop_filter("not empty", |tag| !tag.is_empty());
+    prop::collection::vec(tag, 0..40)
+}
+
 proptest! {
+    #[test]
+    fn listed_tags_come_out_lowercase_sorted_once_and_are_found(
+        listed in tag_lists(),
+        probes in tag_lists(),
+    ) {
+        let header = listed.iter().map(|tag| format!("\"{tag}\"")).collect::<Vec<_>>().join(", ");
+        let parsed = IfNoneMatch::parse([header.as_bytes()]).expect("a valid If-None-Match");
+        let model: BTreeSet<String> = listed.iter().map(|tag| tag.to_ascii_lowercase()).collect();
+        prop_assert!(parsed.tags().eq(model.iter().map(String::as_str)), "{:?}", parsed);
+        for tag in listed.iter().chain(&probes) {
+            prop_assert_eq!(parsed.has_digest(tag), model.contains(&tag.to_ascii_lowercase()), "{}", tag);
+        }
+    }
+
     #[test]
     fn query_parsing_never_panics(raw in query_like()) {
         let _ = DeviceQuery::parse(&raw);
