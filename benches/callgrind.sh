@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per metadata-only request (parse, resolve, render), counted by valgrind's
-# callgrind in benches/instructions.rs: one run per case, counting only that case's
+# callgrind in benches/instructions.rs: one run per case, counting only its `counted`
 # function (--toggle-collect), so building up to 100,000 rules is not counted.
 #
 #   benches/callgrind.sh [iterations]     (default 1000; needs valgrind and cc)
@@ -41,9 +41,9 @@ printf '%-36s %8s %5s %15s %12s\n' case rules tags instructions 'per request'
 for rules in 10 1000 100000; do
     for tags in 0 256; do
         case=metadata_path_${rules}_rules_${tags}_tags
-        LD_PRELOAD=$fixed_random FLEETPACK_INSTRUCTIONS_CASE=$case \
-            FLEETPACK_INSTRUCTIONS_ITERATIONS=$iterations \
-            valgrind --tool=callgrind --collect-atstart=no "--toggle-collect=*::$case" \
+        LD_PRELOAD=$fixed_random FLEETPACK_INSTRUCTIONS_RULES=$rules \
+            FLEETPACK_INSTRUCTIONS_TAGS=$tags FLEETPACK_INSTRUCTIONS_ITERATIONS=$iterations \
+            valgrind --tool=callgrind --collect-atstart=no '--toggle-collect=*::counted' \
             --callgrind-out-file="$out/$case.out" --log-file="$out/$case.log" \
             "$exe" >/dev/null
         total=$(sed -n 's/^totals: *//p' "$out/$case.out")

@@ -18,8 +18,8 @@ use fleetpack_resolver::{
 };
 
 use fleet::{
-    FLEET_SIZES, TYPICAL_QUERY, fleet, if_none_match, metadata_request, rule_set,
-    typical_known_digests,
+    FLEET_SIZES, TYPICAL_QUERY, fleet, header_lines, if_none_match, metadata_request, rule_set,
+    typical_if_none_match,
 };
 
 /// The most parameters a query may have (32), a third of them percent-encoded, in mixed
@@ -142,15 +142,9 @@ fn metadata_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("metadata request");
     for size in FLEET_SIZES {
         let rules = rule_set(size);
-        let known = typical_known_digests(&rules);
-        let known: Vec<&str> = known.iter().map(String::as_str).collect();
         for tags in [0, 256] {
-            let header = if_none_match(tags, &known);
-            let lines: Vec<&[u8]> = if tags == 0 {
-                vec![]
-            } else {
-                vec![header.as_bytes()]
-            };
+            let header = typical_if_none_match(&rules, tags);
+            let lines = header_lines(&header);
             let body = metadata_request(&rules, TYPICAL_QUERY, &lines).expect("a 200 response");
             assert!(!body.is_empty());
             let id = BenchmarkId::new(format!("{size} rules"), format!("{tags} tags"));

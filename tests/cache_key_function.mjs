@@ -39,14 +39,14 @@ function functionCode(template) {
 
 // A fresh copy of the function per event, as CloudFront runs it: no state between requests.
 function run(event) {
-  const context = {};
-  runInNewContext(`${code}\nresult = handler(event);`, Object.assign(context, { event }));
+  const context = { event };
+  runInNewContext(`${code}\nresult = handler(event);`, context);
   return context.result;
 }
 
 // The querystring object CloudFront hands a function: names as sent, values not
-// decoded, a repeated name as multiValue. Built from JSON so that a name such as
-// __proto__ is an ordinary key, as it is in CloudFront's event.
+// decoded, a repeated name as multiValue. Object.fromEntries makes a name such as
+// __proto__ an ordinary key, as it is in CloudFront's event.
 function querystringOf(raw) {
   const byName = new Map();
   for (const part of raw.split('&').filter((part) => part !== '')) {
@@ -56,7 +56,7 @@ function querystringOf(raw) {
   }
   const entries = [...byName].map(([name, values]) =>
     [name, values.length === 1 ? values[0] : { value: values[0].value, multiValue: values }]);
-  return JSON.parse(JSON.stringify(Object.fromEntries(entries)));
+  return Object.fromEntries(entries);
 }
 
 function shown(value) {

@@ -188,13 +188,23 @@ pub fn if_none_match(count: usize, known: &[&str]) -> String {
     header
 }
 
-/// MD5s of two binaries [`TYPICAL_QUERY`] selects, for an `If-None-Match` that marks
-/// them not modified.
-pub fn typical_known_digests(rules: &RuleSet) -> Vec<String> {
-    [("os_armv8", "prod"), ("telemetry-00000", "prod")]
+/// An `If-None-Match` of `tags` tags for [`TYPICAL_QUERY`], led by the MD5s of two
+/// binaries it selects, so that the plan marks those not modified; empty for 0 tags.
+pub fn typical_if_none_match(rules: &RuleSet, tags: usize) -> String {
+    let known: Vec<&str> = [("os_armv8", "prod"), ("telemetry-00000", "prod")]
         .iter()
-        .map(|(app, channel)| rules.get(app, channel).expect("a rule").md5.clone())
-        .collect()
+        .map(|(app, channel)| rules.get(app, channel).expect("a rule").md5.as_str())
+        .collect();
+    if_none_match(tags, &known)
+}
+
+/// The header lines a request with `header` carries: none when it is empty.
+pub fn header_lines(header: &str) -> Vec<&[u8]> {
+    if header.is_empty() {
+        vec![]
+    } else {
+        vec![header.as_bytes()]
+    }
 }
 
 /// The resolver's part of a metadata-only request, as `origin::service::package` runs it:

@@ -70,6 +70,7 @@ MAIN_FLEET = [
 ]
 SMALL_FLEET = [("os_small", 1 * MIB, "small", [])]
 HUGE_FLEET = [("os_huge", 1 * GIB, "huge", [])]
+FLEET = MAIN_FLEET + SMALL_FLEET + ([] if SKIP_1GIB else HUGE_FLEET)
 VERSION = "1.0.0"
 CHANNEL = "prod"
 
@@ -243,12 +244,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def file_md5(path):
+def md5_of(data):
+    """MD5 of what a binary file object holds from its position on, read in chunks."""
     digest = hashlib.md5()
-    with open(path, "rb") as data:
-        while chunk := data.read(4 * MIB):
-            digest.update(chunk)
+    while chunk := data.read(4 * MIB):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_md5(path):
+    with open(path, "rb") as data:
+        return md5_of(data)
 
 
 # --- the run --------------------------------------------------------------------------
@@ -263,7 +269,6 @@ class Run:
         self.static = os.path.join(self.work, "static")
         self.logs = os.path.join(self.work, "logs")
         self.procs = Processes(os.path.join(self.work, "pids"))
-        self.origin = None  # (proc, base url)
         self.notes = []  # remarks for the report
         # Neither the origin nor seed should pick up settings from the caller's
         # environment: the documented defaults are part of what is measured.
@@ -274,14 +279,11 @@ class Run:
     # --- fleet ---
 
     def check_disk(self):
-        fleet_bytes = sum(size for _, size, _, _ in MAIN_FLEET + SMALL_FLEET)
-        if not SKIP_1GIB:
-            fleet_bytes += sum(size for _, size, _, _ in HUGE_FLEET)
+        sizes = [size for _, size, *_ in FLEET]
         # Each binary is stored with its segment (about as large: the bytes do not
         # compress), the largest source file exists once more while it is published, and
         # the saved package is one more copy of the main fleet.
-        largest = max(size for _, size, _, _ in MAIN_FLEET + SMALL_FLEET + ([] if SKIP_1GIB else HUGE_FLEET))
-        needed = 2 * fleet_bytes + largest + sum(size for _, size, _, _ in MAIN_FLEET) + GIB
+        needed = 2 * sum(sizes) + max(sizes) + sum(size for _, size, *_ in MAIN_FLEET) + GIB
         free = shutil.disk_usage(self.work).free
         say(f"disk: {free / GIB:.1f} GiB free in {self.work}, {needed / GIB:.1f} GiB needed")
         if free < needed:
@@ -291,8 +293,7 @@ class Run:
             )
 
     def publish_fleet(self):
-        fleet = MAIN_FLEET + SMALL_FLEET + ([] if SKIP_1GIB else HUGE_FLEET)
-        for app, size, cpu_arch, attrs in fleet:
+        for app, size, cpu_arch, attrs in FLEET:
             path = os.path.join(self.src, app + ".bin")
             started = time.monotonic()
             write_binary(path, app, size)
@@ -312,7 +313,7 @@ class Run:
         with open(os.path.join(self.store, "rules.json")) as text:
             rules = json.load(text)
         self.levels = {}
-        for app, *_ in fleet:
+        for app, *_ in FLEET:
             rule = next((r for r in rules if r.get("app") == app), None)
             if rule is None:
                 raise Failure(f"no rule for {app} in {self.store}/rules.json after publishing")
@@ -340,7 +341,6 @@ class Run:
 
         wait_until("origin /readyz 200", proc, ready, 60, log)
         say(f"origin ({tag}) ready at {base}, pid {proc.pid}")
-        self.origin = (proc, base)
         return proc, base
 
     def start_nginx(self):
@@ -425,6 +425,7 @@ class Run:
         if before is not None and after is not None and after != before + 1:
             raise Failure(f"fleetpack_packages_spliced_total went from {before} to {after}, expected +1")
         self.package_len = written
+        self.package_md5 = file_md5(package)
         check_package(package, details)
         say(f"saved metadata ({self.metadata_len} bytes) and package ({written} bytes); "
             "the package decodes and every binary has its MD5")
@@ -439,8 +440,6 @@ class Run:
             raise Failure(f"{name} /metadata.json: Content-Type {headers.get('content-type')!r}")
         fetched = os.path.join(self.work, f"check-{name}.tar.gz")
         status, headers, written = http_request(base + "/package.tar.gz", to_file=fetched, timeout=300)
-        if not hasattr(self, "package_md5"):
-            self.package_md5 = file_md5(os.path.join(self.static, "package.tar.gz"))
         same = status == 200 and written == self.package_len and file_md5(fetched) == self.package_md5
         os.remove(fetched)
         if not same:
@@ -569,7 +568,6 @@ class Run:
         if problems:
             raise Failure(f"{len(problems)} of {len(outcomes)} downloads failed:\n" + "\n".join(problems[:10]))
         self.procs.stop(proc)
-        self.origin = None
         say(f"RSS: baseline {baseline / 1024:.1f} MiB, sampled peak {sampler.peak / 1024:.1f} MiB, "
             f"VmHWM {hwm / 1024:.1f} MiB; {len(outcomes)} downloads complete in {elapsed:.1f} s")
         return {
@@ -612,7 +610,6 @@ class Run:
             results[label] = {"ms": tries, "bytes": length}
             say(f"TTFB {label}: median {statistics.median(tries):.2f} ms over {len(tries)} tries")
         self.procs.stop(proc)
-        self.origin = None
         return results
 
     # --- the whole run ---
@@ -621,7 +618,7 @@ class Run:
         machine = describe_machine(self.args.nginx)
         self.check_disk()
         self.publish_fleet()
-        _, origin_base = self.start_origin("wrk")
+        origin, origin_base = self.start_origin("wrk")
         self.save_reference_files(origin_base)
         nginx, nginx_base = self.start_nginx()
         self.check_static_server("nginx", nginx_base)
@@ -629,9 +626,8 @@ class Run:
         self.check_static_server("ceiling", ceiling_base)
         bases = {"origin": origin_base, "nginx": nginx_base, "ceiling": ceiling_base}
         throughput = self.measure_wrk(bases)
-        for proc in (ceiling, nginx, self.origin[0]):
+        for proc in (ceiling, nginx, origin):
             self.procs.stop(proc)
-        self.origin = None
         rss = self.measure_rss()
         ttfb = self.measure_ttfb()
         report = render_report(machine, self, throughput, rss, ttfb)
@@ -679,11 +675,7 @@ def check_package(path, details):
     seen = []
     with tarfile.open(path, "r|gz") as archive:
         for member in archive:
-            data = archive.extractfile(member)
-            digest = hashlib.md5()
-            while chunk := data.read(4 * MIB):
-                digest.update(chunk)
-            seen.append((member.name, member.size, digest.hexdigest()))
+            seen.append((member.name, member.size, md5_of(archive.extractfile(member))))
     expected = [("package_details.json", None, None)] + [
         (f"{app}_{info['latestVersion']}", info.get("size"), info["md5"]) for app, info in details.items()]
     if [name for name, *_ in seen] != [name for name, *_ in expected]:
@@ -841,7 +833,7 @@ def render_report(machine, run, throughput, rss, ttfb):
     int_fmt = lambda v: f"{v:,.0f}"  # noqa: E731
     ms_fmt = lambda v: f"{v:.2f}"  # noqa: E731
     ratio_fmt = lambda v: f"{v:.2f}x"  # noqa: E731
-    levels = sorted({str(level) for level in run.levels.values()})
+    levels = sorted({str(run.levels[app]) for app, *_ in MAIN_FLEET})
     lines = [
         "# fleetpack load results",
         "",

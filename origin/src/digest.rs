@@ -1,4 +1,4 @@
-//! MD5 and SHA-256 of binaries, computed as they are read.
+//! MD5, SHA-256 and CRC-32 of binaries, computed as they are read.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,6 +14,7 @@ pub fn digest_file(path: &Path) -> io::Result<ObjectDigests> {
     let mut file = File::open(path)?;
     let mut md5 = Md5::new();
     let mut sha256 = Sha256::new();
+    let mut crc32 = crc32fast::Hasher::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -23,11 +24,13 @@ pub fn digest_file(path: &Path) -> io::Result<ObjectDigests> {
         }
         md5.update(&buf[..read]);
         sha256.update(&buf[..read]);
+        crc32.update(&buf[..read]);
         size += read as u64;
     }
     Ok(ObjectDigests {
         md5: hex::encode(md5.finalize()),
         sha256: hex::encode(sha256.finalize()),
+        crc32: crc32.finalize(),
         size,
     })
 }

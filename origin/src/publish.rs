@@ -233,7 +233,7 @@ pub async fn store_segment<S: Store>(
         name: rule.file_name(),
         key: binary_location.key.clone(),
         md5: rule.md5.clone(),
-        level: rule.deflate_level.unwrap_or(DEFLATE_LEVEL),
+        level: rule.entry_deflate_level(),
     };
     let location = store.location(&format!(
         "{}.{}.deflate",
@@ -255,18 +255,15 @@ pub async fn store_segment<S: Store>(
             name: binary.name.clone(),
             detail: error.to_string(),
         })?;
-    let (digests, bytes_crc32) = {
+    let digests = {
         let path = scratch_path.clone();
-        tokio::task::spawn_blocking(move || {
-            let digests = digest_file(&path)?;
-            Ok::<_, std::io::Error>((digests, crc32fast::hash(&std::fs::read(&path)?)))
-        })
-        .await
-        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
-        .map_err(|source| PublishError::Source {
-            path: scratch_path.clone(),
-            source,
-        })?
+        tokio::task::spawn_blocking(move || digest_file(&path))
+            .await
+            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+            .map_err(|source| PublishError::Source {
+                path: scratch_path.clone(),
+                source,
+            })?
     };
     match store.object_md5(&location).await? {
         Some(existing) if existing == digests.md5 => {}
@@ -290,8 +287,8 @@ pub async fn store_segment<S: Store>(
         url: location.url(),
         size: digests.size,
         crc32: totals.crc32,
+        bytes_crc32: digests.crc32,
         md5: digests.md5,
-        bytes_crc32,
         format: ARCHIVE_FORMAT.to_owned(),
     })
 }

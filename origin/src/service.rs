@@ -168,7 +168,7 @@ async fn package<S: Store, B>(
     if answer.not_modified || answer.plan.payload() == PayloadType::MetadataOnly {
         return Ok(small_response(&answer, cache, head));
     }
-    let response = archive(cacheable(StatusCode::OK, &answer.etag, cache));
+    let response = full_payload(&answer, cache);
     if answer.spliced.is_some() {
         spliced_package(app, request, head, answer, response).await
     } else {
@@ -206,12 +206,12 @@ async fn spliced_package<S: Store, B>(
 ) -> Result<Response<Body>, RequestError> {
     let spliced = answer.spliced.as_ref().expect("a spliced answer");
     let len = spliced.len();
-    let etag = answer.plan.etag().to_string();
+    let etag = answer.etag.to_str().expect("an ETag is quoted hex");
     let headers = request.headers();
     let range = range::evaluate(
         headers.get(RANGE).map(HeaderValue::as_bytes),
         headers.get(IF_RANGE).map(HeaderValue::as_bytes),
-        &etag,
+        etag,
         len,
     );
     let response = response.header(ACCEPT_RANGES, "bytes");
@@ -239,7 +239,7 @@ async fn spliced_package<S: Store, B>(
             // this request down the streaming path, which compresses the same bytes.
             tracing::warn!(etag = %etag, error = %error, "stored segment unusable; compressing this package as it streams");
             Metrics::increment(&app.metrics.spliced_fallbacks);
-            let response = archive(cacheable(StatusCode::OK, &answer.etag, &app.config.cache));
+            let response = full_payload(&answer, &app.config.cache);
             return live_package(app, false, answer, response).await;
         }
     };
@@ -440,18 +440,6 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
 }
 
 /// What every 200, 206 and 304 of a package carries.
-fn cacheable(
-    status: StatusCode,
-    etag: &HeaderValue,
-    cache: &CachePolicy,
-) -> http::response::Builder {
-    let mut response = Response::builder().status(status);
-    if let Some(headers) = response.headers_mut() {
-        cache_headers(headers, etag, cache);
-    }
-    response
-}
-
 fn cache_headers(headers: &mut HeaderMap, etag: &HeaderValue, cache: &CachePolicy) {
     headers.insert(ETAG, etag.clone());
     headers.insert(CACHE_CONTROL, cache.success.clone());
@@ -478,11 +466,15 @@ fn small_response(answer: &Answer, cache: &CachePolicy, head: bool) -> Response<
     response
 }
 
-/// The headers of a full payload: a file to save, not an encoding to undo.
-fn archive(response: http::response::Builder) -> http::response::Builder {
+/// The head of a full payload: a file to save, not an encoding to undo.
+fn full_payload(answer: &Answer, cache: &CachePolicy) -> http::response::Builder {
+    let mut response = Response::builder().status(StatusCode::OK);
+    if let Some(headers) = response.headers_mut() {
+        cache_headers(headers, &answer.etag, cache);
+        headers.insert(CONTENT_TYPE, GZIP);
+        headers.insert(CONTENT_DISPOSITION, ATTACHMENT);
+    }
     response
-        .header(CONTENT_TYPE, GZIP)
-        .header(CONTENT_DISPOSITION, ATTACHMENT)
 }
 
 fn etag_value(etag: &ETag) -> HeaderValue {

@@ -30,7 +30,8 @@ pub struct RefreshState {
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
     stamp: Option<RulesStamp>,
-    /// A digest of the rules in the current snapshot, for stores without a stamp.
+    /// A digest of the rules in the current snapshot: a refresh that reads the same
+    /// rules again (a store without a stamp, or a rewritten file) keeps the snapshot.
     content: Option<u64>,
 }
 

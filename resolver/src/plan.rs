@@ -130,7 +130,7 @@ impl PackagePlan {
                     size: rule.size,
                     mandatory: rule.mandatory,
                     segment: rule.segment.clone(),
-                    deflate_level: rule.deflate_level.unwrap_or(DEFLATE_LEVEL),
+                    deflate_level: rule.entry_deflate_level(),
                     status: if known {
                         EntryStatus::NotModified
                     } else {

@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::ident::{excerpt, is_ident};
+use crate::plan::DEFLATE_LEVEL;
 use crate::query::DeviceQuery;
 use crate::version::compare_versions;
 
@@ -151,6 +152,11 @@ impl Rule {
     /// The name of this binary inside a package: `<app>_<version>`.
     pub fn file_name(&self) -> String {
         format!("{}_{}", self.app, self.version)
+    }
+
+    /// The deflate level of this binary's tar entry: the rule's, else [`DEFLATE_LEVEL`].
+    pub fn entry_deflate_level(&self) -> u32 {
+        self.deflate_level.unwrap_or(DEFLATE_LEVEL)
     }
 }
 

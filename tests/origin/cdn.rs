@@ -17,8 +17,8 @@ use crate::harness::{
 const SECRET: &str = "s3cret-from-the-cdn-0123456789";
 const NOT_THROUGH_CDN: &str = "this origin answers only requests that come through its CDN (they carry the X-Origin-Verify header); call the CDN's address";
 
-async fn origin_behind_cdn(config: ServeConfig) -> (Origin, Cdn) {
-    let origin = Origin::serve_with_secret(TestStore::demo(true).await, config, SECRET).await;
+async fn origin_behind_cdn(store: TestStore, config: ServeConfig) -> (Origin, Cdn) {
+    let origin = Origin::serve_with_secret(store, config, SECRET).await;
     let cdn = Cdn::start(origin.addr, SECRET);
     (origin, cdn)
 }
@@ -65,37 +65,34 @@ async fn without_the_origin_secret_only_health_and_readiness_answer() {
 
 #[test]
 fn an_origin_secret_that_is_short_or_not_a_header_value_is_refused() {
-    let origin = crate::harness::command("fleetpack-origin")
-        .args(["--origin-secret", "short"])
-        .output()
-        .expect("run fleetpack-origin");
-    assert_eq!(origin.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&origin.stderr);
-    assert!(
-        stderr.contains("--origin-secret must be 16 to 1024 characters"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("short"), "the secret is echoed: {stderr}");
+    for secret in ["short", "long enough but with spaces"] {
+        let origin = crate::harness::command("fleetpack-origin")
+            .args(["--origin-secret", secret])
+            .output()
+            .expect("run fleetpack-origin");
+        assert_eq!(origin.status.code(), Some(2), "{secret}");
+        let stderr = String::from_utf8_lossy(&origin.stderr);
+        assert!(
+            stderr.contains("--origin-secret must be 16 to 1024 characters"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(secret), "the secret is echoed: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn package_responses_vary_by_if_none_match() {
     let origin = Origin::demo().await;
-    let full = origin.get(&format!("/package?{FULL_SAMPLE}")).await;
+    let target = format!("/package?{FULL_SAMPLE}");
+    let full = origin.get(&target).await;
     let metadata = origin
-        .get(&format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly"))
+        .get(&format!("{target}&payloadType=metadataOnly"))
         .await;
     let not_modified = origin
-        .get_with(
-            &format!("/package?{FULL_SAMPLE}"),
-            &[("if-none-match", full.etag())],
-        )
+        .get_with(&target, &[("if-none-match", full.etag())])
         .await;
     let bad_header = origin
-        .get_with(
-            &format!("/package?{FULL_SAMPLE}"),
-            &[("if-none-match", "\"unterminated")],
-        )
+        .get_with(&target, &[("if-none-match", "\"unterminated")])
         .await;
     for (response, status) in [
         (&full, StatusCode::OK),
@@ -125,7 +122,8 @@ fn cloudfront_function_passes_the_shared_vectors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_device_requests_reach_the_origin_once() {
-    let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
+    let (origin, cdn) =
+        origin_behind_cdn(TestStore::demo(false).await, ServeConfig::default()).await;
     for target in [
         format!("/package?{FULL_SAMPLE}"),
         format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly"),
@@ -145,7 +143,8 @@ async fn identical_device_requests_reach_the_origin_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn different_if_none_match_values_are_different_cache_entries() {
-    let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
+    let (origin, cdn) =
+        origin_behind_cdn(TestStore::demo(false).await, ServeConfig::default()).await;
     let target = format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly");
     let os = &demo_binary("os_armv8", "prod").md5;
     let modem = &demo_binary("modemFW", "prod").md5;
@@ -176,6 +175,8 @@ async fn different_if_none_match_values_are_different_cache_entries() {
     assert_eq!(origin_200s(&origin).await, 3);
     assert_ne!(bodies[0], bodies[1]);
     assert_ne!(bodies[1], bodies[2]);
+    // Each hit is the body its own miss stored.
+    assert_eq!(bodies[3..], bodies[..3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +184,7 @@ async fn stale_if_error_serves_a_cached_package_while_the_origin_is_down() {
     let mut config = ServeConfig::default();
     config.cache.success =
         HeaderValue::from_static("public, max-age=1, s-maxage=1, stale-if-error=86400");
-    let (origin, cdn) = origin_behind_cdn(config).await;
+    let (origin, cdn) = origin_behind_cdn(TestStore::demo(false).await, config).await;
     let target = format!("/package?{FULL_SAMPLE}");
     let fresh = through(&cdn, &target, &[]).await;
     assert_eq!(fresh.header("x-cache"), "MISS");
@@ -201,7 +202,8 @@ async fn stale_if_error_serves_a_cached_package_while_the_origin_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_package_is_never_cached() {
-    let (origin, cdn) = origin_behind_cdn(ServeConfig::default()).await;
+    let (origin, cdn) =
+        origin_behind_cdn(TestStore::demo(true).await, ServeConfig::default()).await;
     origin.store.corrupt_segment("scoreboard", "1.0.0").await;
     let target = format!("/package?{FULL_SAMPLE}");
     for attempt in 1..=2 {

@@ -171,8 +171,7 @@ sys.stdout.buffer.write(out)
 /// which checks the trailer's CRC-32 and length): `Err` unless `body` is exactly one
 /// gzip member, complete, with nothing after it.
 pub fn zlib_one_member(body: &[u8]) -> Result<Vec<u8>, String> {
-    let stdout = run_python(ZLIB_ONE_MEMBER, body)?;
-    Ok(stdout)
+    run_python(ZLIB_ONE_MEMBER, body)
 }
 
 /// The tar inside `body` as flate2's single-member gzip decoder inflates it (it checks

@@ -29,6 +29,7 @@ async fn same_request_twice_gives_identical_bytes_whether_answers_are_reused_or_
         let first = origin.get(&target).await;
         let second = origin.get(&target).await;
         let computed = fresh.get(&target).await;
+        let recomputed = fresh.get(&target).await;
         assert_eq!(first.status, StatusCode::OK, "{target}");
         assert_eq!(second.etag(), first.etag(), "{target}");
         assert_eq!(computed.etag(), first.etag(), "{target}");
@@ -36,6 +37,10 @@ async fn same_request_twice_gives_identical_bytes_whether_answers_are_reused_or_
         assert!(
             computed.body == second.body,
             "{target}: a reused answer differs"
+        );
+        assert!(
+            recomputed.body == computed.body,
+            "{target}: computing twice differs"
         );
     }
     let reused = origin.metric("fleetpack_answers_reused_total").await;

@@ -2,11 +2,17 @@
 //! an exact length, byte for byte what the live path compresses, and single ranges for
 //! resumable downloads (DESIGN.md "Going beyond the sample", SPLICING.md).
 
+use std::time::Duration;
+
+use fleetpack_origin::demo::{DemoRelease, write_demo_binary};
+use fleetpack_origin::publish::Release;
 use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::decode::{Member, decode_all, flate2_one_member, gnu_tar, read_tar, zlib_one_member};
 use crate::harness::{
-    FULL_SAMPLE, Origin, Response, SAMPLE_QUERIES, TestStore, demo_binary, object_keys, request,
+    FULL_SAMPLE, Origin, Response, SAMPLE_QUERIES, TestStore, demo_binary, eventually, object_keys,
+    request,
 };
 use crate::segments::find;
 
@@ -532,21 +538,13 @@ async fn one_member_checks_refuse_a_second_member_a_cut_and_a_bad_tar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_leaves_mid_package_is_counted_as_gone_not_as_a_failure() {
-    use std::time::Duration;
-
-    use fleetpack_origin::demo::{DemoRelease, write_demo_binary};
-    use fleetpack_origin::publish::Release;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use crate::harness::eventually;
-
     // Far more than the socket buffers hold, so the origin is still sending.
     const SIZE: u64 = 48 * 1024 * 1024;
-    let origin = Origin::demo().await;
+    let store = TestStore::demo(false).await;
     let scratch = tempfile::tempdir().expect("temp dir");
-    let path = scratch.path().join("bulky");
+    let path = scratch.path().join("os_bulk");
     let demo = DemoRelease {
-        app: "bulky",
+        app: "os_bulk",
         channel: "prod",
         version: "1.0.0",
         cpu_arch: Some("bulk"),
@@ -562,15 +560,8 @@ async fn a_device_that_leaves_mid_package_is_counted_as_gone_not_as_a_failure() 
         mandatory: false,
         enabled: true,
     };
-    origin.store.publish(&release, &path).await;
-    eventually(Duration::from_secs(10), "the new rule served", || async {
-        origin
-            .get("/package?cpuArch=bulk&payloadType=metadataOnly")
-            .await
-            .status
-            == StatusCode::OK
-    })
-    .await;
+    store.publish(&release, &path).await;
+    let origin = Origin::serve(store).await;
 
     let mut stream = tokio::net::TcpStream::connect(origin.addr)
         .await

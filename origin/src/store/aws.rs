@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
@@ -293,11 +294,7 @@ impl AwsStore {
             // names its root CompleteMultipartUploadResponse). The object then tells.
             Err(error) if error.as_service_error().is_some_and(|e| e.code().is_none()) => {
                 let head = self
-                    .s3
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .send()
+                    .head(object)
                     .await
                     .map_err(service(failed("look up the uploaded")))?;
                 let md5 = head
@@ -372,6 +369,15 @@ impl AwsStore {
             progress(sent);
         }
         Ok(parts)
+    }
+
+    /// HeadObject: an object's length, ETag and metadata.
+    async fn head(
+        &self,
+        object: &ObjectLocation,
+    ) -> Result<HeadObjectOutput, SdkError<HeadObjectError>> {
+        let request = self.s3.head_object().bucket(&self.bucket).key(&object.key);
+        request.send().await
     }
 
     /// GetObject, whole or a byte range `(offset, len)` of it.
@@ -501,14 +507,7 @@ impl Store for AwsStore {
     /// MD5 of an object: our own metadata, else a single-part ETag (which is the MD5),
     /// else the bytes themselves.
     async fn object_md5(&self, object: &ObjectLocation) -> Result<Option<String>, StoreError> {
-        let head = match self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&object.key)
-            .send()
-            .await
-        {
+        let head = match self.head(object).await {
             Ok(head) => head,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
                 return Ok(None);

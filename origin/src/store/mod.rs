@@ -145,6 +145,8 @@ impl std::fmt::Debug for StoreObject {
 pub struct ObjectDigests {
     pub md5: String,
     pub sha256: String,
+    /// CRC-32 of the bytes: what a stored segment is checked against as it is sent.
+    pub crc32: u32,
     pub size: u64,
 }
 
