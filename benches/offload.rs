@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fleetpack_origin::config::{OriginSecret, ServeConfig};
-use fleetpack_origin::demo::publish_demo;
-use fleetpack_origin::store::{LocalStore, Store};
 use fleetpack_resolver::{DeviceQuery, RuleSet, canonical_if_none_match, canonical_query};
+use fleetpack_store::demo::publish_demo;
+use fleetpack_store::{LocalStore, Store};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
@@ -81,7 +81,7 @@ async fn simulate(devices: usize) {
         origin_secret: Some(OriginSecret::new(SECRET).expect("secret")),
         ..ServeConfig::default()
     };
-    tokio::spawn(fleetpack_origin::server::run(
+    tokio::spawn(fleetpack_origin::run(
         listener,
         store,
         config,

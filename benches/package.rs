@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleetpack_origin::archive::{Discard, PackageObject, Spliced, write_package, write_parts};
-use fleetpack_origin::demo::{DemoRelease, write_demo_binary};
-use fleetpack_origin::publish::{Release, publish};
-use fleetpack_origin::store::{LocalStore, Store};
 use fleetpack_resolver::{DeviceQuery, IfNoneMatch, PackagePlan, RuleSet};
+use fleetpack_store::archive::{PackageObject, write_package};
+use fleetpack_store::demo::{DemoRelease, write_demo_binary};
+use fleetpack_store::publish::{Release, publish};
+use fleetpack_store::splice::{Discard, Spliced, write_parts};
+use fleetpack_store::{LocalStore, Store};
 
 const BINARY_SIZE: u64 = 64 * 1024 * 1024;
 const APPS: [&str; 4] = ["firmware1", "firmware2", "firmware3", "firmware4"];

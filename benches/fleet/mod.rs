@@ -2,7 +2,7 @@
 //! `instructions` (instruction counts) so that both measure the same work.
 
 use fleetpack_resolver::{
-    ARCHIVE_FORMAT, DeviceQuery, IfNoneMatch, MAX_IF_NONE_MATCH_BYTES, PackagePlan, PayloadType,
+    ARCHIVE_FORMAT, DeviceQuery, DeviceRequest, IfNoneMatch, MAX_IF_NONE_MATCH_BYTES, PayloadType,
     Rule, RuleSet, SegmentRef, archive_format_id,
 };
 use sha2::{Digest, Sha256};
@@ -123,17 +123,8 @@ fn published(app: &str, channel: &str, version: &str, seed: usize, format_id: &s
     let level = if app.starts_with("video") { 0 } else { 6 };
     let crc = u32::from_le_bytes([digest[16], digest[17], digest[18], digest[19]]);
     Rule {
-        app: app.to_owned(),
-        channel: channel.to_owned(),
-        version: version.to_owned(),
-        url: format!("s3://{BUCKET}/{file}"),
-        md5: hex::encode(&digest[..16]),
-        cpu_arch: None,
-        device_attr: Default::default(),
         size: Some(size),
         sha256: Some(hex::encode(Sha256::digest(digest))),
-        enabled: true,
-        mandatory: false,
         created_at: Some("2025-06-01T12:00:00Z".to_owned()),
         segment: Some(SegmentRef {
             url: format!("s3://{BUCKET}/{file}.{format_id}.deflate"),
@@ -144,6 +135,13 @@ fn published(app: &str, channel: &str, version: &str, seed: usize, format_id: &s
             format: ARCHIVE_FORMAT.to_owned(),
         }),
         deflate_level: Some(level),
+        ..Rule::new(
+            app,
+            channel,
+            version,
+            format!("s3://{BUCKET}/{file}"),
+            hex::encode(&digest[..16]),
+        )
     }
 }
 
@@ -207,17 +205,15 @@ pub fn header_lines(header: &str) -> Vec<&[u8]> {
     }
 }
 
-/// The resolver's part of a metadata-only request, as `origin::service::package` runs it:
-/// parse the query and `If-None-Match`, resolve, plan (render `package_details.json` and
-/// the ETag), then either 304 (`None`) or the body, copied as the response takes it.
+/// The resolver's part of a metadata-only request, as the origin runs it: parse the query
+/// and `If-None-Match`, resolve, plan (render `package_details.json` and the ETag), then
+/// either 304 (`None`) or the body, copied as the response takes it.
 pub fn metadata_request(rules: &RuleSet, query: &str, if_none_match: &[&[u8]]) -> Option<Vec<u8>> {
-    let query = DeviceQuery::parse(query).expect("a valid query");
-    let if_none_match =
-        IfNoneMatch::parse(if_none_match.iter().copied()).expect("a valid If-None-Match");
-    let selection = rules.resolve(&query).expect("a package");
-    let plan = PackagePlan::new(&selection, &if_none_match, query.payload());
+    let request =
+        DeviceRequest::parse(query, if_none_match.iter().copied()).expect("a valid request");
+    let plan = rules.answer(&request).expect("a package");
     debug_assert_eq!(plan.payload(), PayloadType::MetadataOnly);
-    if plan.is_not_modified(&if_none_match) {
+    if plan.is_not_modified() {
         return None;
     }
     Some(plan.details_json().to_vec())

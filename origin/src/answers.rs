@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fleetpack_resolver::PackagePlan;
+use fleetpack_resolver::{PackagePlan, PayloadType};
+use fleetpack_store::archive::ArchiveError;
+use fleetpack_store::splice::Spliced;
 use http::HeaderValue;
-
-use crate::archive::Spliced;
+use http::header::InvalidHeaderValue;
 
 /// What a request's query and `If-None-Match` resolve to under one rules snapshot.
 #[derive(Debug)]
@@ -25,6 +26,36 @@ pub struct Answer {
     /// How to splice the full payload from stored segments; `None` for metadata
     /// answers and when some binary has no segment.
     pub spliced: Option<Spliced>,
+}
+
+impl Answer {
+    /// Everything a response of `plan` needs that can be made ahead: header values, the
+    /// metadata document as bytes, and for a full payload, how to splice it.
+    pub async fn new(plan: PackagePlan) -> Result<Self, AnswerError> {
+        let not_modified = plan.is_not_modified();
+        let spliced = if not_modified || plan.payload() == PayloadType::MetadataOnly {
+            None
+        } else {
+            Spliced::plan(plan.details_json(), plan.to_send()).await?
+        };
+        Ok(Answer {
+            not_modified,
+            etag: HeaderValue::try_from(plan.etag().to_string())?,
+            details: Bytes::copy_from_slice(plan.details_json()),
+            details_len: HeaderValue::from(plan.details_json().len()),
+            spliced,
+            plan,
+        })
+    }
+}
+
+/// Why an answer could not be made: a bug, never the device's input.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("the ETag is not a valid header value")]
+    Header(#[from] InvalidHeaderValue),
 }
 
 /// Answers keyed by the raw request parts they were computed from, bounded in bytes.

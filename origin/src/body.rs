@@ -145,7 +145,7 @@ impl ChannelSink {
     }
 }
 
-impl crate::archive::BlockSink for ChannelSink {
+impl fleetpack_store::splice::BlockSink for ChannelSink {
     /// Hands `block` to the connection as it is, waiting (blocking the thread) while
     /// the client is slow. Only for a sink nothing was written to through `AsyncWrite`.
     fn send_block(&mut self, block: Bytes) -> io::Result<()> {

@@ -3,74 +3,11 @@
 //! a store and a listener.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, FromArgMatches, Parser};
+use fleetpack_store::{StoreChoice, StoreConfigError, StoreKind, StoreOptions};
 use http::HeaderValue;
-
-/// Which store holds the rules and binaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StoreKind {
-    /// A local directory (`--data-dir`): no cloud account needed.
-    Local,
-    /// A DynamoDB table (`--table`) and an S3 bucket (`--bucket`), reached through the
-    /// standard AWS configuration (AWS_REGION, AWS_ENDPOINT_URL, profiles, roles).
-    Aws,
-}
-
-/// A checked store choice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreChoice {
-    Local { data_dir: PathBuf },
-    Aws { table: String, bucket: String },
-}
-
-/// Where the rules and binaries are; shared by `fleetpack-origin` and `fleetpack-seed`.
-#[derive(Debug, Clone, Args)]
-pub struct StoreOptions {
-    /// Store that holds the rules and binaries.
-    #[arg(long, env = "FLEETPACK_STORE", value_enum, default_value_t = StoreKind::Local)]
-    pub store: StoreKind,
-
-    /// Directory of the local store (created when missing).
-    #[arg(long, env = "FLEETPACK_DATA_DIR", default_value = "fleetpack-data")]
-    pub data_dir: PathBuf,
-
-    /// DynamoDB table of the rules (AWS store).
-    #[arg(long, env = "FLEETPACK_TABLE")]
-    pub table: Option<String>,
-
-    /// S3 bucket of the binaries (AWS store).
-    #[arg(long, env = "FLEETPACK_BUCKET")]
-    pub bucket: Option<String>,
-}
-
-impl StoreOptions {
-    /// Checks that the chosen store has what it needs.
-    pub fn check(&self) -> Result<StoreChoice, ConfigError> {
-        match self.store {
-            StoreKind::Local => Ok(StoreChoice::Local {
-                data_dir: self.data_dir.clone(),
-            }),
-            StoreKind::Aws => {
-                let table = self.table.clone().ok_or(ConfigError::MissingTable)?;
-                let bucket = self.bucket.clone().ok_or(ConfigError::MissingBucket)?;
-                let table_ok = (3..=255).contains(&table.len())
-                    && table
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-                if !table_ok {
-                    return Err(ConfigError::BadTable(table));
-                }
-                if !fleetpack_resolver::is_bucket_name(&bucket) {
-                    return Err(ConfigError::BadBucket(bucket));
-                }
-                Ok(StoreChoice::Aws { table, bucket })
-            }
-        }
-    }
-}
 
 /// fleetpack origin: assembles update packages for IoT devices behind a CDN.
 ///
@@ -164,16 +101,8 @@ pub enum ConfigError {
     RefreshTooOften(humantime::Duration),
     #[error("--demo-size must be at most 1 GiB (1073741824 bytes), not {0}")]
     DemoTooLarge(u64),
-    #[error("--store aws needs --table (or FLEETPACK_TABLE): the DynamoDB table of the rules")]
-    MissingTable,
-    #[error("--store aws needs --bucket (or FLEETPACK_BUCKET): the S3 bucket of the binaries")]
-    MissingBucket,
-    #[error(
-        "table name `{0}` is not valid: use 3 to 255 characters of A-Z, a-z, 0-9, '_', '-' and '.'"
-    )]
-    BadTable(String),
-    #[error("bucket name `{0}` is not valid: use 3 to 63 characters of a-z, 0-9, '.' and '-'")]
-    BadBucket(String),
+    #[error(transparent)]
+    Store(#[from] StoreConfigError),
     #[error(
         "--origin-secret must be {MIN_SECRET_LEN} to 1024 characters of visible ASCII (no spaces), so it can travel in a header and resists guessing"
     )]
@@ -295,17 +224,61 @@ impl ServeOptions {
     }
 }
 
-impl Default for ServeConfig {
-    /// The command line's defaults (`FLEETPACK_*` environment variables still apply).
-    fn default() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            serve: ServeOptions,
-        }
-        Defaults::parse_from(["defaults"])
-            .serve
-            .to_config(StoreKind::Local)
+impl ServeConfig {
+    /// The command line's defaults for `store`, whatever the environment holds: what
+    /// tests and embedding programs start from.
+    pub fn defaults(store: StoreKind) -> Self {
+        let matches = defaults_command().get_matches_from(["defaults"]);
+        ServeOptions::from_arg_matches(&matches)
+            .expect("the defaults parse")
+            .to_config(store)
             .expect("the default settings are valid")
+    }
+}
+
+impl Default for ServeConfig {
+    /// [`ServeConfig::defaults`] of the local store.
+    fn default() -> Self {
+        ServeConfig::defaults(StoreKind::Local)
+    }
+}
+
+/// The server's settings with their defaults, and with no environment variable read.
+fn defaults_command() -> clap::Command {
+    ServeOptions::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_read_no_environment_variable() {
+        let command = defaults_command();
+        let with_env: Vec<_> = command
+            .get_arguments()
+            .filter(|arg| arg.get_env().is_some())
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        assert!(with_env.is_empty(), "{with_env:?}");
+        // The variables exist on the command line's own settings.
+        let options = ServeOptions::augment_args(clap::Command::new("origin"));
+        assert!(options.get_arguments().all(|arg| arg.get_env().is_some()));
+    }
+
+    #[test]
+    fn default_settings_are_the_documented_ones() {
+        let config = ServeConfig::default();
+        assert_eq!(
+            config.cache.success,
+            "public, max-age=100, s-maxage=100, stale-while-revalidate=60, stale-if-error=86400"
+        );
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.rules_refresh, Duration::from_secs(1));
+        assert_eq!(
+            ServeConfig::defaults(StoreKind::Aws).rules_refresh,
+            Duration::from_secs(30)
+        );
+        assert!(config.origin_secret.is_none());
     }
 }

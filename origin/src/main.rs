@@ -1,14 +1,12 @@
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use fleetpack_origin::config::{Options, ServeConfig, StoreChoice};
-use fleetpack_origin::demo::publish_demo;
-use fleetpack_origin::server::{run, shutdown_signal};
-use fleetpack_origin::store::{AwsStore, LocalStore, Store};
-use tracing_subscriber::EnvFilter;
+use fleetpack_origin::config::{Options, ServeConfig};
+use fleetpack_origin::{run, shutdown_signal};
+use fleetpack_store::demo::publish_demo;
+use fleetpack_store::{AnyStore, Store, StoreChoice, init_logging};
 
 /// Blocking threads for file operations other than spliced downloads.
 const BLOCKING_THREADS_BESIDES_DOWNLOADS: usize = 64;
@@ -22,13 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("FLEETPACK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging("info");
     // Each spliced download holds a blocking thread while it sends; with one per
     // connection to spare, a download never waits for a thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(open_and_serve(store, options, config)) {
+    match runtime.block_on(serve(store, options, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fleetpack-origin: {error:#}");
@@ -51,22 +43,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open_and_serve(
-    store: StoreChoice,
-    options: Options,
-    config: ServeConfig,
-) -> anyhow::Result<()> {
-    match store {
-        StoreChoice::Local { data_dir } => {
-            serve(LocalStore::open(data_dir)?, options, config).await
-        }
-        StoreChoice::Aws { table, bucket } => {
-            serve(AwsStore::connect(&table, &bucket).await, options, config).await
-        }
-    }
-}
-
-async fn serve<S: Store>(store: S, options: Options, config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(choice: StoreChoice, options: Options, config: ServeConfig) -> anyhow::Result<()> {
+    let store = choice.open().await?;
     if options.demo {
         fill_demo(&store, options.demo_size).await?;
     }
@@ -83,7 +61,7 @@ async fn serve<S: Store>(store: S, options: Options, config: ServeConfig) -> any
     Ok(())
 }
 
-async fn fill_demo<S: Store>(store: &S, size: u64) -> anyhow::Result<()> {
+async fn fill_demo(store: &AnyStore, size: u64) -> anyhow::Result<()> {
     if !store.load_rules().await?.is_empty() {
         tracing::info!(store = %store.describe(), "the store already has rules; serving them instead of a new demo fleet");
         return Ok(());
@@ -91,17 +69,16 @@ async fn fill_demo<S: Store>(store: &S, size: u64) -> anyhow::Result<()> {
     let outcomes = publish_demo(store, size)
         .await
         .context("cannot publish the demo fleet")?;
-    for (demo, outcome) in &outcomes {
+    let rules = outcomes.len();
+    for (demo, outcome) in outcomes {
         outcome
-            .as_ref()
-            .map_err(|error| anyhow::anyhow!("{error}"))
             .with_context(|| format!("cannot publish demo app {} {}", demo.app, demo.version))?;
     }
-    tracing::info!(rules = outcomes.len(), size, "demo fleet published");
+    tracing::info!(rules, size, "demo fleet published");
     Ok(())
 }
 
-async fn print_examples<S: Store>(store: &S, address: SocketAddr) -> anyhow::Result<()> {
+async fn print_examples(store: &AnyStore, address: SocketAddr) -> anyhow::Result<()> {
     let rules = store.load_rules().await?;
     let os_md5 = rules
         .iter()

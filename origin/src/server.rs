@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetpack_store::Store;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -17,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::service::{self, App};
 use crate::snapshot::Rules;
-use crate::store::Store;
 
 /// Largest request head accepted (request line and headers); `If-None-Match` alone may
 /// take 8 KiB.

@@ -1,37 +1,38 @@
-//! The request path: parse -> resolve -> plan -> respond (or stream), and the one
-//! function that turns an error into a response.
+//! The request path: route, then parse -> resolve -> plan (or reuse the answer) ->
+//! respond from memory or stream the package; and the one function that turns an error
+//! into a response.
 
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use fleetpack_resolver::{
-    ConditionalError, DeviceQuery, ETag, IfNoneMatch, NoPackage, PackagePlan, PayloadType,
-    QueryError,
-};
+use fleetpack_resolver::{BadRequest, DeviceRequest, NoPackage, PackagePlan, PayloadType};
+use fleetpack_store::archive::{self, PackageObject};
+use fleetpack_store::splice::{self, Part};
+use fleetpack_store::{Store, StoreError};
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER, VARY,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, InvalidHeaderValue, RANGE, RETRY_AFTER, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::answers::{Answer, RequestKey};
-use crate::archive::{self, ArchiveError, PackageObject, Part, Spliced};
+use crate::answers::{Answer, AnswerError, RequestKey};
 use crate::body::{self, Body, ChannelSink};
 use crate::config::{CachePolicy, ServeConfig};
 use crate::metrics::Metrics;
 use crate::range::{self, RangeRequest};
 use crate::snapshot::Rules;
-use crate::store::{Store, StoreError};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const GZIP: HeaderValue = HeaderValue::from_static("application/gzip");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain");
+const PROMETHEUS_TEXT: HeaderValue = HeaderValue::from_static("text/plain; version=0.0.4");
 const ATTACHMENT: HeaderValue =
     HeaderValue::from_static("attachment; filename=\"ota-package.tar.gz\"");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const NONE: HeaderValue = HeaderValue::from_static("none");
 /// The header in which the CDN sends the origin secret.
 const ORIGIN_VERIFY: &str = "x-origin-verify";
 /// A package's body depends on `If-None-Match` (binaries the device has are left out),
@@ -51,9 +52,7 @@ pub struct App<S> {
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     #[error(transparent)]
-    Query(#[from] QueryError),
-    #[error(transparent)]
-    Conditional(#[from] ConditionalError),
+    BadRequest(#[from] BadRequest),
     #[error(transparent)]
     NoPackage(#[from] NoPackage),
     #[error("no such resource; devices call GET /package?cpuArch=<arch>")]
@@ -71,13 +70,41 @@ pub enum RequestError {
     #[error("the range starts past the end of the {len}-byte package; ask for bytes below {len}")]
     RangeNotSatisfiable { len: u64 },
     #[error(transparent)]
-    Archive(#[from] ArchiveError),
+    Answer(#[from] AnswerError),
+    #[error("a response header cannot hold the value made for it")]
+    Header(#[from] InvalidHeaderValue),
     #[error("object `{key}` is {actual} bytes long, but its rule says {expected}")]
     SizeMismatch {
         key: String,
         expected: u64,
         actual: u64,
     },
+}
+
+/// What a request's path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Package,
+    Health,
+    Ready,
+    Metrics,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        match path {
+            "/package" => Some(Route::Package),
+            "/healthz" => Some(Route::Health),
+            "/readyz" => Some(Route::Ready),
+            "/metrics" => Some(Route::Metrics),
+            _ => None,
+        }
+    }
+
+    /// Probes answer the load balancer, which does not send the origin secret.
+    fn is_probe(self) -> bool {
+        matches!(self, Route::Health | Route::Ready)
+    }
 }
 
 /// Answers one request. Never fails: every error becomes a response here.
@@ -97,35 +124,28 @@ async fn route<S: Store, B>(
     app: &Arc<App<S>>,
     request: &Request<B>,
 ) -> Result<Response<Body>, RequestError> {
-    let path = request.uri().path();
-    let probe = matches!(path, "/healthz" | "/readyz");
-    if let Some(secret) = app.config.origin_secret.as_ref().filter(|_| !probe) {
+    let route = Route::of(request.uri().path());
+    if let Some(secret) = &app.config.origin_secret
+        && !route.is_some_and(Route::is_probe)
+    {
         let sent = request.headers().get(ORIGIN_VERIFY);
         if !sent.is_some_and(|sent| secret.verifies(sent.as_bytes())) {
             return Err(RequestError::NotThroughCdn);
         }
     }
-    if !probe && !matches!(path, "/package" | "/metrics") {
-        return Err(RequestError::UnknownPath);
-    }
+    let route = route.ok_or(RequestError::UnknownPath)?;
     let head = match *request.method() {
         Method::GET => false,
         Method::HEAD => true,
         _ => return Err(RequestError::MethodNotAllowed),
     };
-    match path {
-        "/package" => package(app, request, head).await,
-        "/healthz" => Ok(respond(
+    match route {
+        Route::Package => package(app, request, head).await,
+        Route::Health => Ok(respond(StatusCode::OK, TEXT, NO_STORE, "ok\n", head)),
+        Route::Ready => Ok(readiness(app, head)),
+        Route::Metrics => Ok(respond(
             StatusCode::OK,
-            "text/plain",
-            NO_STORE,
-            "ok\n",
-            head,
-        )),
-        "/readyz" => Ok(readiness(app, head)),
-        _ => Ok(respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
+            PROMETHEUS_TEXT,
             NO_STORE,
             app.metrics.render(),
             head,
@@ -138,6 +158,20 @@ async fn package<S: Store, B>(
     request: &Request<B>,
     head: bool,
 ) -> Result<Response<Body>, RequestError> {
+    let answer = answer(app, request).await?;
+    if answer.not_modified || answer.plan.payload() == PayloadType::MetadataOnly {
+        return Ok(small_response(&answer, &app.config.cache, head));
+    }
+    let delivery = delivery(app, request, &answer, head).await?;
+    package_response(app, answer, delivery, head)
+}
+
+/// The answer to a request's query and `If-None-Match`: reused when the same request
+/// was answered under the current rules, else parsed, resolved and planned.
+async fn answer<S: Store, B>(
+    app: &Arc<App<S>>,
+    request: &Request<B>,
+) -> Result<Arc<Answer>, RequestError> {
     let query = request.uri().query().unwrap_or_default();
     let if_none_match = request.headers().get_all(IF_NONE_MATCH);
     let key = RequestKey::new(query, if_none_match.iter().map(HeaderValue::as_bytes));
@@ -146,142 +180,78 @@ async fn package<S: Store, B>(
         .peek()
         .as_ref()
         .and_then(|snapshot| snapshot.answers.get(&key));
-    let answer = match reused {
-        Some(answer) => {
-            Metrics::increment(&app.metrics.answers_reused);
-            answer
-        }
-        None => {
-            // Bad input is a 400 even before the rules are loaded.
-            let query = DeviceQuery::parse(query)?;
-            let if_none_match =
-                IfNoneMatch::parse(if_none_match.iter().map(HeaderValue::as_bytes))?;
-            let snapshot = app.rules.current().ok_or(RequestError::NotReady)?;
-            let selection = snapshot.rules.resolve(&query)?;
-            let plan = PackagePlan::new(&selection, &if_none_match, query.payload());
-            let answer = Arc::new(answer_for(plan, &if_none_match).await?);
-            snapshot.answers.insert(key, Arc::clone(&answer));
-            answer
-        }
-    };
-    let cache = &app.config.cache;
-    if answer.not_modified || answer.plan.payload() == PayloadType::MetadataOnly {
-        return Ok(small_response(&answer, cache, head));
+    if let Some(answer) = reused {
+        Metrics::increment(&app.metrics.answers_reused);
+        return Ok(answer);
     }
-    let response = full_payload(&answer, cache);
-    if answer.spliced.is_some() {
-        spliced_package(app, request, head, answer, response).await
-    } else {
-        live_package(app, head, answer, response).await
-    }
+    // Bad input is a 400 even before the rules are loaded.
+    let device = DeviceRequest::parse(query, if_none_match.iter().map(HeaderValue::as_bytes))?;
+    let snapshot = app.rules.current().ok_or(RequestError::NotReady)?;
+    let answer = Arc::new(Answer::new(snapshot.rules.answer(&device)?).await?);
+    snapshot.answers.insert(key, Arc::clone(&answer));
+    Ok(answer)
 }
 
-async fn answer_for(
-    plan: PackagePlan,
-    if_none_match: &IfNoneMatch,
-) -> Result<Answer, RequestError> {
-    let not_modified = plan.is_not_modified(if_none_match);
-    let spliced = if not_modified || plan.payload() == PayloadType::MetadataOnly {
-        None
-    } else {
-        Spliced::plan(plan.details_json(), plan.to_send()).await?
-    };
-    Ok(Answer {
-        not_modified,
-        etag: etag_value(plan.etag()),
-        details: Bytes::copy_from_slice(plan.details_json()),
-        details_len: HeaderValue::from(plan.details_json().len()),
-        spliced,
-        plan,
-    })
-}
-
-/// A package assembled from stored segments: exact length, byte ranges.
-async fn spliced_package<S: Store, B>(
-    app: &Arc<App<S>>,
-    request: &Request<B>,
-    head: bool,
-    answer: Arc<Answer>,
-    response: http::response::Builder,
-) -> Result<Response<Body>, RequestError> {
-    let spliced = answer.spliced.as_ref().expect("a spliced answer");
-    let len = spliced.len();
-    let etag = answer.etag.to_str().expect("an ETag is quoted hex");
-    let headers = request.headers();
-    let range = range::evaluate(
-        headers.get(RANGE).map(HeaderValue::as_bytes),
-        headers.get(IF_RANGE).map(HeaderValue::as_bytes),
-        etag,
-        len,
-    );
-    let response = response.header(ACCEPT_RANGES, "bytes");
-    if head {
-        // HEAD reads no objects and ignores Range: it tells the whole package's length.
-        return Ok(response
-            .header(CONTENT_LENGTH, len)
-            .body(body::empty())
-            .expect("valid response parts"));
-    }
-    let (response, first_last) = match range {
-        RangeRequest::Unsatisfiable => return Err(RequestError::RangeNotSatisfiable { len }),
-        RangeRequest::Full => (response, None),
-        RangeRequest::Partial { first, last } => (
-            response
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(CONTENT_RANGE, format!("bytes {first}-{last}/{len}")),
-            Some((first, last)),
-        ),
-    };
-    let parts = match spliced.open(&app.store, first_last).await {
-        Ok(parts) => parts,
-        Err(error) => {
-            // Never a wrong body: a segment that is missing or of another length sends
-            // this request down the streaming path, which compresses the same bytes.
-            tracing::warn!(etag = %etag, error = %error, "stored segment unusable; compressing this package as it streams");
-            Metrics::increment(&app.metrics.spliced_fallbacks);
-            let response = full_payload(&answer, &app.config.cache);
-            return live_package(app, false, answer, response).await;
-        }
-    };
-    let sent = first_last.map_or(len, |(first, last)| last - first + 1);
-    let (sink, body) = body::channel(Some(sent));
-    Metrics::increment(&app.metrics.packages_spliced);
-    tokio::spawn(stream_package(
-        Arc::clone(app),
-        Arc::clone(&answer),
-        Source::Spliced(parts),
-        sink,
-    ));
-    Ok(response.body(body).expect("valid response parts"))
-}
-
-/// A package compressed as it streams: no length ahead, no ranges.
-async fn live_package<S: Store>(
-    app: &Arc<App<S>>,
-    head: bool,
-    answer: Arc<Answer>,
-    response: http::response::Builder,
-) -> Result<Response<Body>, RequestError> {
-    let response = response.header(ACCEPT_RANGES, "none");
-    if head {
-        return Ok(response.body(body::empty()).expect("valid response parts"));
-    }
-    let objects = open_objects(&app.store, &answer.plan).await?;
-    let (sink, body) = body::channel(None);
-    tokio::spawn(stream_package(
-        Arc::clone(app),
-        answer,
-        Source::Live(objects),
-        sink,
-    ));
-    Ok(response.body(body).expect("valid response parts"))
-}
-
-/// Where a package's bytes come from.
+/// How a full payload reaches the device, decided once per request.
 #[derive(Debug)]
-enum Source {
+enum Delivery {
+    /// Spliced from stored segments: exact length, byte ranges. `range` is the one
+    /// range asked for; `parts` are opened (none for HEAD, which reads nothing).
+    Spliced {
+        len: u64,
+        range: Option<(u64, u64)>,
+        parts: Vec<Part>,
+    },
+    /// Compressed as it streams: no length ahead, no ranges. The binaries are opened
+    /// before the status line (none for HEAD).
     Live(Vec<PackageObject>),
-    Spliced(Vec<Part>),
+}
+
+/// Splices the package when its answer has stored segments and they open as their
+/// rules say; else compresses it as it streams, which gives the same bytes.
+async fn delivery<S: Store, B>(
+    app: &App<S>,
+    request: &Request<B>,
+    answer: &Answer,
+    head: bool,
+) -> Result<Delivery, RequestError> {
+    if let Some(spliced) = &answer.spliced {
+        let len = spliced.len();
+        if head {
+            // HEAD reads no objects and ignores Range: it tells the whole length.
+            return Ok(Delivery::Spliced {
+                len,
+                range: None,
+                parts: Vec::new(),
+            });
+        }
+        let headers = request.headers();
+        let range = match range::evaluate(
+            headers.get(RANGE).map(HeaderValue::as_bytes),
+            headers.get(IF_RANGE).map(HeaderValue::as_bytes),
+            answer.etag.as_bytes(),
+            len,
+        ) {
+            RangeRequest::Unsatisfiable => return Err(RequestError::RangeNotSatisfiable { len }),
+            RangeRequest::Full => None,
+            RangeRequest::Partial { first, last } => Some((first, last)),
+        };
+        match spliced.open(&app.store, range).await {
+            Ok(parts) => return Ok(Delivery::Spliced { len, range, parts }),
+            Err(error) => {
+                // Never a wrong body: a segment that is missing or of another length
+                // sends this request down the streaming path, same bytes, no ranges.
+                tracing::warn!(etag = %answer.plan.etag(), error = &error as &dyn std::error::Error, "stored segment unusable; compressing this package as it streams");
+                Metrics::increment(&app.metrics.spliced_fallbacks);
+            }
+        }
+    }
+    let objects = if head {
+        Vec::new()
+    } else {
+        open_objects(&app.store, &answer.plan).await?
+    };
+    Ok(Delivery::Live(objects))
 }
 
 /// Opens every binary to send before the status line, so that a missing object is a
@@ -308,22 +278,73 @@ async fn open_objects<S: Store>(
     Ok(objects)
 }
 
+/// The response of a full payload: its head, and its body streamed by a task of its own.
+fn package_response<S: Store>(
+    app: &Arc<App<S>>,
+    answer: Arc<Answer>,
+    delivery: Delivery,
+    head: bool,
+) -> Result<Response<Body>, RequestError> {
+    let mut response = Response::new(body::empty());
+    let headers = response.headers_mut();
+    cache_headers(headers, &answer.etag, &app.config.cache);
+    // A file to save, not an encoding to undo.
+    headers.insert(CONTENT_TYPE, GZIP);
+    headers.insert(CONTENT_DISPOSITION, ATTACHMENT);
+    let body_len = match &delivery {
+        Delivery::Spliced { len, range, .. } => {
+            headers.insert(ACCEPT_RANGES, BYTES);
+            let sent = match *range {
+                Some((first, last)) => {
+                    let range = format!("bytes {first}-{last}/{len}");
+                    headers.insert(CONTENT_RANGE, HeaderValue::try_from(range)?);
+                    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    last - first + 1
+                }
+                None => *len,
+            };
+            Some(sent)
+        }
+        Delivery::Live(_) => {
+            headers.insert(ACCEPT_RANGES, NONE);
+            None
+        }
+    };
+    if head {
+        if let Some(len) = body_len {
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        return Ok(response);
+    }
+    let (sink, body) = body::channel(body_len);
+    if let Delivery::Spliced { .. } = delivery {
+        Metrics::increment(&app.metrics.packages_spliced);
+    }
+    tokio::spawn(stream_package(Arc::clone(app), answer, delivery, sink));
+    *response.body_mut() = body;
+    Ok(response)
+}
+
 async fn stream_package<S: Store>(
     app: Arc<App<S>>,
     answer: Arc<Answer>,
-    source: Source,
+    delivery: Delivery,
     mut sink: ChannelSink,
 ) {
     let metrics = &app.metrics;
     Metrics::increment(&metrics.packages_started);
-    let written = match source {
-        Source::Live(objects) => archive::write_package(&mut sink, &answer.details, objects).await,
-        Source::Spliced(parts) => {
+    let written = match delivery {
+        Delivery::Live(objects) => {
+            archive::write_package(&mut sink, &answer.details, objects).await
+        }
+        Delivery::Spliced { parts, .. } => {
             // The whole download on one blocking thread (bounded by the connection cap):
             // each block goes from the disk read to the connection without a task hop.
             let runtime = tokio::runtime::Handle::current();
             let sent = tokio::task::spawn_blocking(move || {
-                let written = archive::write_parts(&mut sink, parts, &runtime);
+                let written = splice::write_parts(&mut sink, parts, &runtime);
                 (sink, written)
             })
             .await;
@@ -344,12 +365,12 @@ async fn stream_package<S: Store>(
         Ok(()) => Metrics::increment(&metrics.packages_completed),
         Err(error) if sink.is_closed() => {
             Metrics::increment(&metrics.packages_client_gone);
-            tracing::debug!(etag = %answer.plan.etag(), error = %error, "client left during a package");
+            tracing::debug!(etag = %answer.plan.etag(), error = &error as &dyn std::error::Error, "client left during a package");
         }
         Err(error) => {
             Metrics::increment(&metrics.packages_aborted);
-            tracing::error!(etag = %answer.plan.etag(), error = %error, "package aborted after the status line");
-            sink.abort(io::Error::other(error.to_string())).await;
+            tracing::error!(etag = %answer.plan.etag(), error = &error as &dyn std::error::Error, "package aborted after the status line");
+            sink.abort(io::Error::other(error)).await;
         }
     }
 }
@@ -372,9 +393,7 @@ fn readiness<S: Store>(app: &App<S>, head: bool) -> Response<Body> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut text = serde_json::to_vec_pretty(&report).expect("JSON values serialize");
-    text.push(b'\n');
-    respond(status, "application/json", NO_STORE, text, head)
+    respond(status, JSON, NO_STORE, format!("{report:#}\n"), head)
 }
 
 /// The one place where an error becomes a status code: bad input 400, nothing to
@@ -382,9 +401,7 @@ fn readiness<S: Store>(app: &App<S>, head: bool) -> Response<Body> {
 /// to the device.
 fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> {
     let (status, message) = match error {
-        RequestError::Query(_) | RequestError::Conditional(_) => {
-            (StatusCode::BAD_REQUEST, error.to_string())
-        }
+        RequestError::BadRequest(_) => (StatusCode::BAD_REQUEST, error.to_string()),
         RequestError::NoPackage(_) | RequestError::UnknownPath => {
             (StatusCode::NOT_FOUND, error.to_string())
         }
@@ -393,8 +410,11 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
         RequestError::RangeNotSatisfiable { .. } => {
             (StatusCode::RANGE_NOT_SATISFIABLE, error.to_string())
         }
-        RequestError::Archive(_) => {
-            tracing::error!(error = %error, "cannot plan a package");
+        RequestError::Answer(_) | RequestError::Header(_) => {
+            tracing::error!(
+                error = error as &dyn std::error::Error,
+                "cannot plan a package"
+            );
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the package cannot be built; this is a bug in the origin".to_owned(),
@@ -402,7 +422,10 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
         }
         RequestError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         RequestError::Store(_) | RequestError::SizeMismatch { .. } => {
-            tracing::error!(error = %error, "package store failure");
+            tracing::error!(
+                error = error as &dyn std::error::Error,
+                "package store failure"
+            );
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the package store is unavailable; retry later".to_owned(),
@@ -414,10 +437,8 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::FORBIDDEN => NO_STORE,
         _ => config.cache.client_error.clone(),
     };
-    let mut text = serde_json::to_vec(&serde_json::json!({ "error": message }))
-        .expect("JSON values serialize");
-    text.push(b'\n');
-    let mut response = respond(status, "application/json", cache_control, text, false);
+    let text = format!("{}\n", serde_json::json!({ "error": message }));
+    let mut response = respond(status, JSON, cache_control, text, false);
     let headers = response.headers_mut();
     // A malformed If-None-Match is a 400 of its own.
     headers.insert(VARY, VARY_IF_NONE_MATCH);
@@ -429,9 +450,10 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
             headers.insert(RETRY_AFTER, config.cache.retry_after.clone());
         }
         StatusCode::RANGE_NOT_SATISFIABLE => {
-            if let RequestError::RangeNotSatisfiable { len } = error {
-                let unsatisfied = HeaderValue::try_from(format!("bytes */{len}"));
-                headers.insert(CONTENT_RANGE, unsatisfied.expect("digits and ASCII"));
+            if let RequestError::RangeNotSatisfiable { len } = error
+                && let Ok(unsatisfied) = HeaderValue::try_from(format!("bytes */{len}"))
+            {
+                headers.insert(CONTENT_RANGE, unsatisfied);
             }
         }
         _ => {}
@@ -466,47 +488,25 @@ fn small_response(answer: &Answer, cache: &CachePolicy, head: bool) -> Response<
     response
 }
 
-/// The head of a full payload: a file to save, not an encoding to undo.
-fn full_payload(answer: &Answer, cache: &CachePolicy) -> http::response::Builder {
-    let mut response = Response::builder().status(StatusCode::OK);
-    if let Some(headers) = response.headers_mut() {
-        cache_headers(headers, &answer.etag, cache);
-        headers.insert(CONTENT_TYPE, GZIP);
-        headers.insert(CONTENT_DISPOSITION, ATTACHMENT);
-    }
-    response
-}
-
-fn etag_value(etag: &ETag) -> HeaderValue {
-    HeaderValue::try_from(etag.to_string()).expect("an ETag is quoted hex")
-}
-
+/// A response with an in-memory body; HEAD gets its length but not its bytes.
 fn respond(
     status: StatusCode,
-    content_type: &'static str,
+    content_type: HeaderValue,
     cache_control: HeaderValue,
     bytes: impl Into<bytes::Bytes>,
     head: bool,
 ) -> Response<Body> {
-    let response = Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, content_type)
-        .header(CACHE_CONTROL, cache_control);
-    with_body(response, bytes, head)
-}
-
-/// Finishes a response with an in-memory body; HEAD gets its length but not its bytes.
-fn with_body(
-    response: http::response::Builder,
-    bytes: impl Into<bytes::Bytes>,
-    head: bool,
-) -> Response<Body> {
     let bytes = bytes.into();
-    let response = response.header(CONTENT_LENGTH, bytes.len());
-    let body = if head {
+    let len = HeaderValue::from(bytes.len());
+    let mut response = Response::new(if head {
         body::empty()
     } else {
         body::full(bytes)
-    };
-    response.body(body).expect("valid response parts")
+    });
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(CACHE_CONTROL, cache_control);
+    headers.insert(CONTENT_LENGTH, len);
+    response
 }

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleError, RuleSet};
+use fleetpack_resolver::{Rejected, Rule, RuleSet};
+use fleetpack_store::{RulesStamp, Store, StoreError, rule_set};
 use tokio_util::sync::CancellationToken;
 
 use crate::answers::AnswerCache;
 use crate::metrics::Metrics;
-use crate::store::{RulesStamp, Store};
 
 /// One immutable generation of the rules.
 #[derive(Debug)]
@@ -82,19 +82,15 @@ impl Rules {
     /// snapshot stays in place; the failure is logged, counted and kept for `/readyz`.
     pub async fn refresh<S: Store>(&self, store: &S, metrics: &Metrics) {
         if let Err(error) = self.try_refresh(store, metrics).await {
-            tracing::warn!(store = %store.describe(), error = %error, "rules refresh failed; serving the last good rules");
+            tracing::warn!(store = %store.describe(), error = &error as &dyn std::error::Error, "rules refresh failed; serving the last good rules");
             Metrics::increment(&metrics.rules_refresh_failures);
             let mut state = self.lock_state();
-            state.last_error = Some(error.to_string());
+            state.last_error = Some(with_causes(&error));
             state.last_error_at = Some(SystemTime::now());
         }
     }
 
-    async fn try_refresh<S: Store>(
-        &self,
-        store: &S,
-        metrics: &Metrics,
-    ) -> Result<(), crate::store::StoreError> {
+    async fn try_refresh<S: Store>(&self, store: &S, metrics: &Metrics) -> Result<(), StoreError> {
         let stamp = store.rules_stamp().await?;
         let loaded = self.current.load().is_some();
         {
@@ -134,17 +130,7 @@ impl Rules {
 
     /// Builds a snapshot of `stored` and serves it from the next request on.
     fn install<S: Store>(&self, store: &S, stored: Vec<Rule>, metrics: &Metrics) {
-        let (stored, foreign): (Vec<_>, Vec<_>) = stored.into_iter().partition(|rule| {
-            ObjectLocation::parse(&rule.url).map_or(true, |object| store.holds(&object))
-        });
-        let (rules, mut rejected) = RuleSet::build(stored);
-        rejected.extend(foreign.into_iter().map(|rule| Rejected {
-            reason: RuleError::BadUrl {
-                url: rule.url.clone(),
-                reason: "it names another bucket than this store's",
-            },
-            rule,
-        }));
+        let (rules, rejected) = rule_set(store, stored);
         for Rejected { rule, reason } in &rejected {
             tracing::warn!(app = %rule.app, env = %rule.channel, reason = %reason, "rule left out of the snapshot");
         }
@@ -191,6 +177,18 @@ impl Rules {
             }
         }
     }
+}
+
+/// An error and its causes, `: `-separated, for `/readyz`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// Tells sorted rule lists apart within this process (the digest is never stored).

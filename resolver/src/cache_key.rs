@@ -10,8 +10,9 @@
 //! exactly what the original meant. Anything else is forwarded as sent, so the origin's
 //! 400 names the problem in the device's own spelling.
 
+use crate::conditional::IfNoneMatch;
 use crate::ident::is_ident_byte;
-use crate::{DeviceQuery, IfNoneMatch};
+use crate::query::DeviceQuery;
 
 /// The canonical form of a query string: parameter names and values in lowercase,
 /// sorted by name, `os=prod` and `payloadType=fullPayload` (the defaults) left out.
@@ -49,7 +50,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
-    use crate::QueryError;
+    use crate::query::QueryError;
 
     /// The shared vectors; the same file is run through the CloudFront Function by node.
     const VECTORS: &str = include_str!("../../tests/cache_key_vectors.json");

@@ -1,3 +1,6 @@
+//! The one character set for names and values that come from outside: device query
+//! parameters and the app and channel of a rule.
+
 /// Longest name or value accepted in a device query, and longest app or channel name in a rule.
 pub const MAX_IDENT_LEN: usize = 64;
 

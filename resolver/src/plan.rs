@@ -1,33 +1,19 @@
-use std::fmt;
+//! The answer to a device: which selected binaries are sent, the
+//! `package_details.json` document, the ETag and whether the answer is 304.
+//!
+//! Invariant: a plan is a function of the selection, the `If-None-Match` and the payload
+//! type alone, so every origin instance derives the same bytes and ETag for a request.
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::conditional::IfNoneMatch;
+use crate::format::{ARCHIVE_FORMAT, ETag, METADATA_FORMAT};
+use crate::location::ObjectLocation;
 use crate::query::PayloadType;
-use crate::rules::{ObjectLocation, SegmentRef, Selection};
-
-/// Name of the JSON document that opens every package, and the metadata-only body.
-pub const DETAILS_FILE_NAME: &str = "package_details.json";
-/// Permission bits of every tar entry.
-pub const TAR_ENTRY_MODE: u32 = 0o644;
-/// Modification time of every tar entry, in seconds since the epoch.
-pub const TAR_ENTRY_MTIME: u64 = 0;
-/// Deflate level of `package_details.json`, the end of the archive, and every binary
-/// whose rule names none (flate2's miniz_oxide backend).
-pub const DEFLATE_LEVEL: u32 = 6;
-/// Names everything besides the plan that decides an archive's bytes: the tar entry
-/// layout above and how each entry is compressed. It goes into every package ETag, so
-/// change it whenever any of the constants above or the compressor changes.
-pub const ARCHIVE_FORMAT: &str = "fleetpack-archive/1 ustar mode=644 uid=0 gid=0 mtime=0 deflate=miniz_oxide level=6-or-per-entry segment-per-entry";
-/// A short name of [`ARCHIVE_FORMAT`] for object keys: 8 hex digits of its SHA-256.
-pub fn archive_format_id() -> String {
-    hex::encode(&Sha256::digest(ARCHIVE_FORMAT.as_bytes())[..4])
-}
-
-/// The same for the metadata-only JSON body.
-pub const METADATA_FORMAT: &str = "fleetpack-metadata/1";
+use crate::rule::SegmentRef;
+use crate::rule_set::Selection;
 
 /// Whether an entry's binary goes into the package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,37 +59,22 @@ impl PlanEntry {
     }
 }
 
-/// A strong entity tag: 32 lowercase hex digits, a digest of everything that decides the
-/// response's bytes, so every origin instance computes the same one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ETag(String);
-
-impl ETag {
-    /// The tag without quotes.
-    pub fn opaque(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ETag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\"", self.0)
-    }
-}
-
 /// What a response carries: the selected apps in a fixed order, which of them are sent,
-/// the `package_details.json` document and the response's ETag.
+/// the `package_details.json` document, the response's ETag, and whether the answer is
+/// 304 Not Modified instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackagePlan {
     payload: PayloadType,
     entries: Vec<PlanEntry>,
     details: Vec<u8>,
     etag: ETag,
+    not_modified: bool,
 }
 
 impl PackagePlan {
     /// Marks every selected binary whose MD5 or SHA-256 the device listed as not
-    /// modified, renders the details document and derives the ETag.
+    /// modified, renders the details document, derives the ETag and decides whether the
+    /// answer is 304.
     pub fn new(
         selection: &Selection<'_>,
         if_none_match: &IfNoneMatch,
@@ -157,12 +128,17 @@ impl PackagePlan {
                 hasher.update(entry.deflate_level.to_le_bytes());
             }
         }
-        let etag = ETag(hex::encode(&hasher.finalize()[..16]));
+        let etag = ETag::from_sha256(&hasher.finalize().into());
+        let not_modified = entries
+            .iter()
+            .all(|entry| entry.status != EntryStatus::Send)
+            || if_none_match.matches(&etag);
         PackagePlan {
             payload,
             entries,
             details,
             etag,
+            not_modified,
         }
     }
 
@@ -192,9 +168,9 @@ impl PackagePlan {
     }
 
     /// Whether the answer is 304 Not Modified: the device has every selected binary, or
-    /// `If-None-Match` names this very response (or is `*`).
-    pub fn is_not_modified(&self, if_none_match: &IfNoneMatch) -> bool {
-        self.to_send().next().is_none() || if_none_match.matches(&self.etag)
+    /// its `If-None-Match` names this very response (or is `*`).
+    pub fn is_not_modified(&self) -> bool {
+        self.not_modified
     }
 }
 
@@ -249,8 +225,11 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::tests::{build, demo_fleet, demo_set, rule};
-    use crate::{DeviceQuery, Rule, RuleSet};
+    use crate::fixtures::{build, demo_fleet, demo_set, rule};
+    use crate::format::DEFLATE_LEVEL;
+    use crate::query::DeviceQuery;
+    use crate::rule::Rule;
+    use crate::rule_set::RuleSet;
 
     const SAMPLE_QUERY: &str = "cpuArch=armv8&attrGamer=prod&attrCellular=prod";
 
@@ -273,10 +252,6 @@ mod tests {
         set.get(app, "prod").expect("a prod rule").md5.clone()
     }
 
-    fn header(tags: &[&str]) -> IfNoneMatch {
-        IfNoneMatch::parse(tags.iter().map(|tag| tag.as_bytes())).expect("a valid If-None-Match")
-    }
-
     #[test]
     fn without_if_none_match_every_binary_is_sent() {
         let set = demo_set();
@@ -292,7 +267,7 @@ mod tests {
         );
         assert_eq!(plan.to_send().count(), 4);
         assert_eq!(plan.payload(), PayloadType::FullPayload);
-        assert!(!plan.is_not_modified(&IfNoneMatch::default()));
+        assert!(!plan.is_not_modified());
     }
 
     #[test]
@@ -321,7 +296,7 @@ mod tests {
                 sent,
                 ["modemFW_1.0", "scoreboard_1.0.0", "videoStreamer_0.0.1"]
             );
-            assert!(!plan.is_not_modified(&header(&[&line])));
+            assert!(!plan.is_not_modified());
         }
     }
 
@@ -380,13 +355,13 @@ mod tests {
             ]
         );
         assert_eq!(known.to_send().count(), 0);
-        assert!(known.is_not_modified(&header(&[&all])));
+        assert!(known.is_not_modified());
 
         let three = tags[..3].join(",");
         let partly = plan(&set, SAMPLE_QUERY, &[&three]);
-        assert!(!partly.is_not_modified(&header(&[&three])));
+        assert!(!partly.is_not_modified());
         let two_lines = plan(&set, SAMPLE_QUERY, &[&three, &tags[3]]);
-        assert!(two_lines.is_not_modified(&header(&[&three, &tags[3]])));
+        assert!(two_lines.is_not_modified());
     }
 
     #[test]
@@ -406,7 +381,7 @@ mod tests {
             let conditional = plan(&set, SAMPLE_QUERY, &[&line]);
             assert_eq!(conditional.to_send().count(), 4, "{line}");
             assert_eq!(conditional.etag(), etag, "{line}");
-            assert!(conditional.is_not_modified(&header(&[&line])), "{line}");
+            assert!(conditional.is_not_modified(), "{line}");
         }
     }
 
@@ -414,16 +389,17 @@ mod tests {
     fn star_is_not_modified() {
         let plan = plan(&demo_set(), SAMPLE_QUERY, &["*"]);
         assert_eq!(plan.to_send().count(), 4);
-        assert!(plan.is_not_modified(&header(&["*"])));
+        assert!(plan.is_not_modified());
     }
 
     #[test]
     fn other_entity_tag_is_modified() {
         let set = demo_set();
         let beta = plan(&set, "cpuArch=armv8&os=beta", &[]);
-        let prod = plan(&set, "cpuArch=armv8", &[]);
-        assert!(!prod.is_not_modified(&header(&[&beta.etag().to_string()])));
-        assert!(!prod.is_not_modified(&header(&["\"*\""])));
+        let prod = plan(&set, "cpuArch=armv8", &[&beta.etag().to_string()]);
+        assert!(!prod.is_not_modified());
+        let quoted_star = plan(&set, "cpuArch=armv8", &["\"*\""]);
+        assert!(!quoted_star.is_not_modified());
     }
 
     #[test]
@@ -644,15 +620,5 @@ mod tests {
     fn entry_status_codes_are_200_and_304() {
         assert_eq!(EntryStatus::Send.code(), 200);
         assert_eq!(EntryStatus::NotModified.code(), 304);
-    }
-
-    #[test]
-    fn archive_format_names_the_entry_layout_constants() {
-        // The ETag covers these constants only through ARCHIVE_FORMAT.
-        assert!(ARCHIVE_FORMAT.contains(&format!(" mode={:o} ", TAR_ENTRY_MODE)));
-        assert!(ARCHIVE_FORMAT.contains(&format!(" mtime={TAR_ENTRY_MTIME} ")));
-        assert!(ARCHIVE_FORMAT.contains(&format!(" level={DEFLATE_LEVEL}-or-per-entry ")));
-        assert_ne!(ARCHIVE_FORMAT, METADATA_FORMAT);
-        assert_eq!(DETAILS_FILE_NAME, "package_details.json");
     }
 }

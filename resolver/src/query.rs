@@ -1,3 +1,9 @@
+//! A device's query string, validated and put in one canonical form.
+//!
+//! Invariant: every name and value in a [`DeviceQuery`] passed the identifier check and
+//! is in ASCII lowercase, so the same request in any parameter order or letter case
+//! gives an equal query, and only such text reaches a lookup or a log line.
+
 use std::borrow::Cow;
 
 use crate::ident::{excerpt, is_ident_bytes};

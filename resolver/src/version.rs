@@ -1,3 +1,8 @@
+//! The order of release versions, which decides between two rules that both match.
+//!
+//! Invariant: the order is total and consistent, so the chosen rule never depends on the
+//! order rules were listed in.
+
 use std::cmp::Ordering;
 
 /// Orders two version strings: semantic-version order when both parse as semantic

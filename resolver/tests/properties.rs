@@ -23,23 +23,18 @@ static DEMO: LazyLock<RuleSet> = LazyLock::new(|| {
         .iter()
         .enumerate()
         .map(|(n, (app, channel, version, attributes))| Rule {
-            app: (*app).to_owned(),
-            channel: (*channel).to_owned(),
-            version: (*version).to_owned(),
-            url: format!("local://{app}_{version}"),
-            md5: format!("{:032x}", n + 1),
             cpu_arch: app.strip_prefix("os_").map(str::to_owned),
             device_attr: attributes
                 .iter()
                 .map(|name| ((*name).to_owned(), true))
                 .collect::<BTreeMap<_, _>>(),
-            size: None,
-            sha256: None,
-            enabled: true,
-            mandatory: false,
-            created_at: None,
-            segment: None,
-            deflate_level: None,
+            ..Rule::new(
+                *app,
+                *channel,
+                *version,
+                format!("local://{app}_{version}"),
+                format!("{:032x}", n + 1),
+            )
         });
     let (set, rejected) = RuleSet::build(rules);
     assert_eq!(rejected, []);

@@ -7,17 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleetpack_origin::config::{StoreChoice, StoreOptions};
-use fleetpack_origin::demo::{DEFAULT_DEMO_SIZE, publish_demo};
-use fleetpack_origin::publish::{
-    LEVEL_SAMPLE, Published, Release, choose_level, publish, store_segment,
-};
-use fleetpack_origin::store::{AwsStore, Created, LocalStore, Store};
-use fleetpack_resolver::{
-    ARCHIVE_FORMAT, DeviceQuery, IfNoneMatch, ObjectLocation, PackagePlan, Rule, RuleSet,
+use fleetpack_resolver::{ARCHIVE_FORMAT, DeviceRequest, Rule};
+use fleetpack_store::demo::{DEFAULT_DEMO_SIZE, publish_demo};
+use fleetpack_store::publish::{Published, Release, build_segment, publish};
+use fleetpack_store::{
+    AnyStore, Created, Initialized, Store, StoreOptions, init_logging, rule_set,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::AsyncReadExt;
 
 /// Publish binaries and release rules for fleetpack, and preview what devices get.
 #[derive(Debug, Parser)]
@@ -121,6 +117,7 @@ enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging("warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -147,36 +144,29 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             return Ok(Outcome::BadInput);
         }
     };
-    match choice {
-        StoreChoice::Local { data_dir } => {
-            let store = LocalStore::open(&data_dir)?;
-            if let Command::Init = cli.command {
-                println!("local store ready in {}", data_dir.display());
-                return Ok(Outcome::Success);
+    let store = choice.open().await?;
+    match cli.command {
+        Command::Init => {
+            match store.init().await? {
+                Initialized::Local { root } => {
+                    println!("local store ready in {}", root.display());
+                }
+                Initialized::Aws { table, bucket } => {
+                    let said = |state| match state {
+                        Created::Created => "created",
+                        Created::AlreadyThere => "already there, left as it is",
+                    };
+                    let (table_name, bucket_name) = (
+                        cli.store.table.unwrap_or_default(),
+                        cli.store.bucket.unwrap_or_default(),
+                    );
+                    println!("table {table_name}: {}", said(table));
+                    println!("bucket {bucket_name}: {}", said(bucket));
+                }
             }
-            run_on(&store, cli.command).await
+            Ok(Outcome::Success)
         }
-        StoreChoice::Aws { table, bucket } => {
-            let store = AwsStore::connect(&table, &bucket).await;
-            if let Command::Init = cli.command {
-                let (table_state, bucket_state) = store.init().await?;
-                let said = |state| match state {
-                    Created::Created => "created",
-                    Created::AlreadyThere => "already there, left as it is",
-                };
-                println!("table {table}: {}", said(table_state));
-                println!("bucket {bucket}: {}", said(bucket_state));
-                return Ok(Outcome::Success);
-            }
-            run_on(&store, cli.command).await
-        }
-    }
-}
-
-async fn run_on<S: Store>(store: &S, command: Command) -> anyhow::Result<Outcome> {
-    match command {
-        Command::Init => Ok(Outcome::Success),
-        Command::Demo { size } => demo(store, size).await,
+        Command::Demo { size } => demo(&store, size).await,
         Command::Publish {
             file,
             app,
@@ -206,31 +196,34 @@ async fn run_on<S: Store>(store: &S, command: Command) -> anyhow::Result<Outcome
                 let bar = bar.clone();
                 move |sent| bar.set_position(sent)
             };
-            let published = publish(store, &release, &file, &progress).await;
+            let published = publish(&store, &release, &file, &progress).await;
             bar.finish_and_clear();
             let published =
                 published.with_context(|| format!("cannot publish `{}`", file.display()))?;
             report(&published);
             Ok(Outcome::Success)
         }
-        Command::Segments => segments(store).await,
-        Command::List { json } => list(store, json).await,
+        Command::Segments => segments(&store).await,
+        Command::List { json } => list(&store, json).await,
         Command::Resolve {
             query,
             if_none_match,
-        } => resolve(store, &query, if_none_match.as_deref()).await,
+        } => resolve(&store, &query, if_none_match.as_deref()).await,
     }
 }
 
-async fn demo<S: Store>(store: &S, size: u64) -> anyhow::Result<Outcome> {
+async fn demo(store: &AnyStore, size: u64) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::Success;
     for (demo, result) in publish_demo(store, size).await? {
         match result {
             Ok(published) => report(&published),
             Err(error) => {
                 eprintln!(
-                    "fleetpack-seed: cannot publish {} {} on {}: {error}",
-                    demo.app, demo.version, demo.channel
+                    "fleetpack-seed: cannot publish {} {} on {}: {:#}",
+                    demo.app,
+                    demo.version,
+                    demo.channel,
+                    anyhow::Error::from(error)
                 );
                 outcome = Outcome::Failed;
             }
@@ -260,10 +253,10 @@ fn report(published: &Published) {
     );
 }
 
-async fn segments<S: Store>(store: &S) -> anyhow::Result<Outcome> {
+async fn segments(store: &AnyStore) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::Success;
     let (mut built, mut current) = (0, 0);
-    for mut rule in store.load_rules().await? {
+    for rule in store.load_rules().await? {
         if rule
             .segment
             .as_ref()
@@ -272,8 +265,8 @@ async fn segments<S: Store>(store: &S) -> anyhow::Result<Outcome> {
             current += 1;
             continue;
         }
-        match build_segment(store, &mut rule).await {
-            Ok(()) => {
+        match build_segment(store, &rule).await {
+            Ok(_) => {
                 built += 1;
                 println!(
                     "built the segment of {} {} on {}",
@@ -283,8 +276,11 @@ async fn segments<S: Store>(store: &S) -> anyhow::Result<Outcome> {
             Err(error) => {
                 outcome = Outcome::Failed;
                 eprintln!(
-                    "fleetpack-seed: cannot build the segment of {} {} on {}: {error:#}",
-                    rule.app, rule.version, rule.channel
+                    "fleetpack-seed: cannot build the segment of {} {} on {}: {:#}",
+                    rule.app,
+                    rule.version,
+                    rule.channel,
+                    anyhow::Error::from(error)
                 );
             }
         }
@@ -293,34 +289,14 @@ async fn segments<S: Store>(store: &S) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-async fn build_segment<S: Store>(store: &S, rule: &mut Rule) -> anyhow::Result<()> {
-    let location = ObjectLocation::parse(&rule.url)?;
-    let object = store.open_object(&location).await?;
-    if rule.deflate_level.is_none() {
-        let sample_len = object.len.min(LEVEL_SAMPLE as u64);
-        let mut sample = Vec::new();
-        store
-            .open_object_range(&location, 0, sample_len)
-            .await?
-            .into_reader()
-            .read_to_end(&mut sample)
-            .await?;
-        rule.deflate_level = Some(choose_level(&sample));
-    }
-    rule.size.get_or_insert(object.len);
-    rule.segment = Some(store_segment(store, rule, object).await?);
-    store.put_rule(rule.clone()).await?;
-    Ok(())
-}
-
-async fn list<S: Store>(store: &S, json: bool) -> anyhow::Result<Outcome> {
+async fn list(store: &AnyStore, json: bool) -> anyhow::Result<Outcome> {
     let mut rules = store.load_rules().await?;
     rules.sort_by(|a, b| (&a.app, &a.channel).cmp(&(&b.app, &b.channel)));
     if json {
         println!("{}", serde_json::to_string_pretty(&rules)?);
         return Ok(Outcome::Success);
     }
-    let (_, rejected) = RuleSet::build(rules.clone());
+    let (_, rejected) = rule_set(store, rules.clone());
     let status = |rule: &Rule| {
         if !rule.enabled {
             return "disabled".to_owned();
@@ -364,50 +340,39 @@ async fn list<S: Store>(store: &S, json: bool) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-async fn resolve<S: Store>(
-    store: &S,
+async fn resolve(
+    store: &AnyStore,
     query: &str,
     if_none_match: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let query = query.strip_prefix('?').unwrap_or(query);
-    let parsed = DeviceQuery::parse(query);
-    let conditional = IfNoneMatch::parse(if_none_match.map(str::as_bytes));
-    let (parsed, conditional) = match (parsed, conditional) {
-        (Ok(parsed), Ok(conditional)) => (parsed, conditional),
-        (Err(error), _) => {
-            eprintln!("400 Bad Request: {error}");
-            return Ok(Outcome::BadInput);
-        }
-        (_, Err(error)) => {
+    let device = match DeviceRequest::parse(query, if_none_match.map(str::as_bytes)) {
+        Ok(device) => device,
+        Err(error) => {
             eprintln!("400 Bad Request: {error}");
             return Ok(Outcome::BadInput);
         }
     };
-    let (rules, rejected) = RuleSet::build(store.load_rules().await?);
+    let (rules, rejected) = rule_set(store, store.load_rules().await?);
     for rejected in &rejected {
         eprintln!(
             "note: rule {} on {} is not served: {}",
             rejected.rule.app, rejected.rule.channel, rejected.reason
         );
     }
-    let selection = match rules.resolve(&parsed) {
-        Ok(selection) => selection,
+    let plan = match rules.answer(&device) {
+        Ok(plan) => plan,
         Err(error) => {
             eprintln!("404 Not Found: {error}");
             return Ok(Outcome::Failed);
         }
     };
-    let plan = PackagePlan::new(&selection, &conditional, parsed.payload());
-    if plan.is_not_modified(&conditional) {
+    if plan.is_not_modified() {
         println!("304 Not Modified, ETag {}", plan.etag());
         return Ok(Outcome::Success);
     }
     let files: Vec<String> = plan.to_send().map(|entry| entry.file_name()).collect();
-    println!(
-        "200 OK ({}), ETag {}",
-        parsed.payload().as_str(),
-        plan.etag()
-    );
+    println!("200 OK ({}), ETag {}", plan.payload().as_str(), plan.etag());
     println!(
         "binaries sent: {}",
         if files.is_empty() {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use fleetpack_origin::config::ServeConfig;
-use fleetpack_origin::demo::publish_demo;
-use fleetpack_origin::store::Store;
+use fleetpack_store::Store;
+use fleetpack_store::demo::publish_demo;
 use http::StatusCode;
 use md5::{Digest, Md5};
 use serde_json::json;
@@ -51,7 +51,7 @@ fn quick_refresh() -> ServeConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_started_before_its_table_recovers_by_itself() {
     let (table, bucket) = aws_names();
-    let store = fleetpack_origin::store::AwsStore::connect(&table, &bucket).await;
+    let store = fleetpack_store::AwsStore::connect(&table, &bucket).await;
     let origin = Origin::serve_with(
         TestStore::Aws {
             store: store.clone(),
@@ -360,7 +360,7 @@ async fn large_binaries_are_uploaded_in_parts() {
 async fn table_made_like_the_sample_is_served_unchanged() {
     let (table, bucket) = aws_names();
     let fixture = sample_fixture(&table, &bucket);
-    let store = fleetpack_origin::store::AwsStore::connect(&table, &bucket).await;
+    let store = fleetpack_store::AwsStore::connect(&table, &bucket).await;
     let origin = Origin::serve(TestStore::Aws {
         store,
         table,

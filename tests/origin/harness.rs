@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use fleetpack_origin::config::{OriginSecret, ServeConfig};
-use fleetpack_origin::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
-use fleetpack_origin::publish::{Release, publish};
-use fleetpack_origin::store::{AwsStore, LocalStore, Store};
 use fleetpack_resolver::{ObjectLocation, Rule};
+use fleetpack_store::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
+use fleetpack_store::publish::{Release, publish};
+use fleetpack_store::{AwsStore, LocalStore, Store};
 use http::header::HOST;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -349,7 +349,7 @@ impl Origin {
         };
         match &store {
             TestStore::Local { store, .. } => {
-                tokio::spawn(fleetpack_origin::server::run(
+                tokio::spawn(fleetpack_origin::run(
                     listener,
                     store.clone(),
                     config,
@@ -357,7 +357,7 @@ impl Origin {
                 ));
             }
             TestStore::Aws { store, .. } => {
-                tokio::spawn(fleetpack_origin::server::run(
+                tokio::spawn(fleetpack_origin::run(
                     listener,
                     store.clone(),
                     config,

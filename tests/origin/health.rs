@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fleetpack_origin::config::ServeConfig;
-use fleetpack_origin::publish::Release;
+use fleetpack_store::publish::Release;
 use http::StatusCode;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};

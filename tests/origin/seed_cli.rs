@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Output;
 
-use fleetpack_origin::demo::DEMO_FLEET;
-use fleetpack_origin::store::LocalStore;
+use fleetpack_store::LocalStore;
+use fleetpack_store::demo::DEMO_FLEET;
 use tempfile::TempDir;
 
 use crate::harness::{DEMO_SIZE, Origin, TestStore, command, demo_binary};

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleetpack_origin::config::ServeConfig;
-use fleetpack_origin::demo::publish_demo;
-use fleetpack_origin::store::LocalStore;
+use fleetpack_store::LocalStore;
+use fleetpack_store::demo::publish_demo;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,14 +27,9 @@ async fn serve(dir: TempDir, store: LocalStore, config: ServeConfig) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let finished = tokio::spawn(fleetpack_origin::server::run(
-        listener,
-        store,
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let finished = tokio::spawn(fleetpack_origin::run(listener, store, config, async move {
+        let _ = stopped.await;
+    }));
     Served {
         addr,
         shutdown,

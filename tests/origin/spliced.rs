@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use fleetpack_origin::demo::{DemoRelease, write_demo_binary};
-use fleetpack_origin::publish::Release;
+use fleetpack_store::demo::{DemoRelease, write_demo_binary};
+use fleetpack_store::publish::Release;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

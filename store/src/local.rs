@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use fleetpack_resolver::{ObjectLocation, Rule};
 use tokio::io::AsyncSeekExt;
 
-use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 use crate::digest::digest_file;
+use crate::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 
 const RULES_FILE: &str = "rules.json";
 const OBJECTS_DIR: &str = "objects";

@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
+use crate::Store;
 use crate::publish::{PublishError, Published, Release, publish};
-use crate::store::Store;
 
 /// One release of the demo fleet.
 #[derive(Debug, Clone, Copy)]

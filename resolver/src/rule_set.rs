@@ -1,252 +1,17 @@
-use std::collections::{BTreeMap, HashMap};
+//! The rules a snapshot serves, indexed, and the choice of one rule per app for a
+//! device's query.
+//!
+//! Invariant: a [`RuleSet`] holds only rules that passed [`Rule::check`], at most one per
+//! app and channel (ignoring letter case), and the same rules in any input order give
+//! the same set and the same answers.
 
-use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-use crate::ident::{excerpt, is_ident};
-use crate::plan::DEFLATE_LEVEL;
+use crate::ident::excerpt;
+use crate::location::ObjectLocation;
 use crate::query::DeviceQuery;
+use crate::rule::{Rule, RuleError};
 use crate::version::compare_versions;
-
-/// One release rule: "app `app` on channel `env` is `version`, stored at `url`".
-///
-/// The field names are the attribute names of the AWS sample's DynamoDB table, so a rule
-/// reads the same from the table, from the local store's `rules.json` and in `seed list`.
-/// Everything after `deviceAttr` is an optional extension.
-///
-/// Rules order by `app`, then `env`, then the other fields (declaration order).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rule {
-    pub app: String,
-    /// The channel (`prod`, `beta`, ...); the table's sort key.
-    #[serde(rename = "env")]
-    pub channel: String,
-    pub version: String,
-    /// Where the binary is: `s3://<bucket>/<key>` or, on the local store, `local://<key>`.
-    pub url: String,
-    /// MD5 of the binary, lowercase hex.
-    pub md5: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_arch: Option<String>,
-    /// Device attributes this app is for: `attr<Name>=<channel>` selects it when true.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub device_attr: BTreeMap<String, bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// SHA-256 of the binary, lowercase hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// A disabled rule is kept in the store but never served.
-    #[serde(default = "default_enabled", skip_serializing_if = "Clone::clone")]
-    pub enabled: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub mandatory: bool,
-    /// When the rule was published, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
-    /// The binary's tar entry compressed at publish time, when it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment: Option<SegmentRef>,
-    /// Deflate level (0 to 9) of the binary's tar entry, chosen at publish time by what
-    /// compression gains; absent means `DEFLATE_LEVEL`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deflate_level: Option<u32>,
-}
-
-/// A binary's tar entry (header, data, padding) compressed ahead of time into one raw
-/// deflate segment that ends with a sync flush: the bytes the origin would compress for
-/// that entry itself (see `ARCHIVE_FORMAT`), stored beside the binary.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SegmentRef {
-    /// Where the segment is stored, in the form of a rule's `url`.
-    pub url: String,
-    /// Length of the segment in bytes.
-    pub size: u64,
-    /// CRC-32 of the uncompressed tar entry.
-    pub crc32: u32,
-    /// MD5 of the segment's bytes, lowercase hex.
-    pub md5: String,
-    /// CRC-32 of the segment's bytes: checked as they are sent, at a cost far below MD5's.
-    pub bytes_crc32: u32,
-    /// The `ARCHIVE_FORMAT` it was made for; one made for another format is not used.
-    pub format: String,
-}
-
-fn default_enabled() -> bool {
-    true
-}
-
-/// Where a binary lives, taken from a rule's `url`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ObjectLocation {
-    /// The S3 bucket for `s3://` urls; `None` for `local://`.
-    pub bucket: Option<String>,
-    /// The object key: `/`-separated segments of `A-Z a-z 0-9 . _ + -`, none of them `.`
-    /// or `..`, so it is safe both as an S3 key and as a path below a data directory.
-    pub key: String,
-}
-
-/// Why a rule cannot be served. The rule stays in the store; the snapshot leaves it out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleError {
-    #[error(
-        "{field} `{value}` is not valid: use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
-    )]
-    BadName { field: &'static str, value: String },
-    #[error(
-        "version `{value}` is not valid: use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '+' and '-'"
-    )]
-    BadVersion { value: String },
-    #[error(
-        "`{name}` is too long for a tar entry name: app and version together must stay within {MAX_FILE_NAME_LEN} bytes"
-    )]
-    FileNameTooLong { name: String },
-    #[error("{field} `{value}` is not a {digits}-digit hex digest")]
-    BadDigest {
-        field: &'static str,
-        value: String,
-        digits: usize,
-    },
-    #[error("deflateLevel {level} is not a deflate level; use 0 to 9")]
-    BadLevel { level: u32 },
-    #[error("url `{url}` is not usable: {reason}")]
-    BadUrl { url: String, reason: &'static str },
-    #[error(
-        "another rule already serves app `{app}` on channel `{channel}` (names ignore letter case)"
-    )]
-    Duplicate { app: String, channel: String },
-}
-
-impl Rule {
-    /// Checks every field that reaches a lookup, a file name or a store call.
-    pub fn check(&self) -> Result<ObjectLocation, RuleError> {
-        for (field, value) in [("app", &self.app), ("env", &self.channel)] {
-            if !is_ident(value) {
-                return Err(RuleError::BadName {
-                    field,
-                    value: excerpt(value),
-                });
-            }
-        }
-        if !is_version(&self.version) {
-            return Err(RuleError::BadVersion {
-                value: excerpt(&self.version),
-            });
-        }
-        if self.file_name().len() > MAX_FILE_NAME_LEN {
-            return Err(RuleError::FileNameTooLong {
-                name: excerpt(&self.file_name()),
-            });
-        }
-        if let Some(level) = self.deflate_level.filter(|&level| level > 9) {
-            return Err(RuleError::BadLevel { level });
-        }
-        check_digest("md5", &self.md5, 32)?;
-        if let Some(sha256) = &self.sha256 {
-            check_digest("sha256", sha256, 64)?;
-        }
-        ObjectLocation::parse(&self.url)
-    }
-
-    /// The name of this binary inside a package: `<app>_<version>`.
-    pub fn file_name(&self) -> String {
-        format!("{}_{}", self.app, self.version)
-    }
-
-    /// The deflate level of this binary's tar entry: the rule's, else [`DEFLATE_LEVEL`].
-    pub fn entry_deflate_level(&self) -> u32 {
-        self.deflate_level.unwrap_or(DEFLATE_LEVEL)
-    }
-}
-
-fn is_version(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= crate::MAX_IDENT_LEN
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
-}
-
-fn check_digest(field: &'static str, value: &str, digits: usize) -> Result<(), RuleError> {
-    let lowercase_hex = value
-        .bytes()
-        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if value.len() == digits && lowercase_hex {
-        Ok(())
-    } else {
-        Err(RuleError::BadDigest {
-            field,
-            value: excerpt(value),
-            digits,
-        })
-    }
-}
-
-const MAX_KEY_LEN: usize = 1024;
-/// A ustar header holds a name of at most 100 bytes without a `/`.
-const MAX_FILE_NAME_LEN: usize = 100;
-
-impl ObjectLocation {
-    /// Parses `s3://<bucket>/<key>` or `local://<key>`.
-    pub fn parse(url: &str) -> Result<Self, RuleError> {
-        let bad = |reason| RuleError::BadUrl {
-            url: excerpt(url),
-            reason,
-        };
-        let (bucket, key) = if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, key) = rest
-                .split_once('/')
-                .ok_or_else(|| bad("an s3:// url needs a bucket and a key"))?;
-            if !is_bucket_name(bucket) {
-                return Err(bad("the bucket name is not a valid S3 bucket name"));
-            }
-            (Some(bucket.to_owned()), key)
-        } else if let Some(key) = url.strip_prefix("local://") {
-            (None, key)
-        } else {
-            return Err(bad("it must start with s3:// or local://"));
-        };
-        if !is_safe_key(key) {
-            return Err(bad(
-                "the key must be '/'-separated segments of A-Z, a-z, 0-9, '.', '_', '+' and '-', none of them '.' or '..'",
-            ));
-        }
-        Ok(ObjectLocation {
-            bucket,
-            key: key.to_owned(),
-        })
-    }
-
-    /// The url that names this location.
-    pub fn url(&self) -> String {
-        match &self.bucket {
-            Some(bucket) => format!("s3://{bucket}/{}", self.key),
-            None => format!("local://{}", self.key),
-        }
-    }
-}
-
-/// Whether `name` is usable as an S3 bucket name: 3 to 63 of `a-z 0-9 . -`.
-pub fn is_bucket_name(name: &str) -> bool {
-    (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
-}
-
-fn is_safe_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_KEY_LEN
-        && key.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment != "."
-                && segment != ".."
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
-        })
-}
 
 /// A rule that was left out of a [`RuleSet`], and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +75,20 @@ impl RuleSet {
     /// Indexes the servable rules. Disabled rules are skipped silently; invalid rules and
     /// rules that repeat an app and channel (ignoring letter case) are returned as
     /// rejected. Input order does not matter: rules are indexed in (app, channel) order.
+    ///
+    /// The same as [`RuleSet::build_holding`] for a store that holds every object.
     pub fn build(rules: impl IntoIterator<Item = Rule>) -> (RuleSet, Vec<Rejected>) {
+        Self::build_holding(rules, |_| true)
+    }
+
+    /// Like [`RuleSet::build`], for a store that holds only the objects `holds` accepts:
+    /// a valid rule whose object it refuses (one in another bucket) is rejected with
+    /// [`RuleError::NotInStore`], before duplicates are looked for, so it never keeps
+    /// a servable rule for the same app and channel out.
+    pub fn build_holding(
+        rules: impl IntoIterator<Item = Rule>,
+        holds: impl Fn(&ObjectLocation) -> bool,
+    ) -> (RuleSet, Vec<Rejected>) {
         let mut rules: Vec<Rule> = rules.into_iter().filter(|rule| rule.enabled).collect();
         // A total order, so that which of two rules for the same app and channel is kept
         // never depends on the order the store listed them in.
@@ -319,7 +97,14 @@ impl RuleSet {
         let mut rejected = Vec::new();
         for rule in rules {
             let object = match rule.check() {
-                Ok(object) => object,
+                Ok(object) if holds(&object) => object,
+                Ok(_) => {
+                    let reason = RuleError::NotInStore {
+                        url: excerpt(&rule.url),
+                    };
+                    rejected.push(Rejected { rule, reason });
+                    continue;
+                }
                 Err(reason) => {
                     rejected.push(Rejected { rule, reason });
                     continue;
@@ -455,64 +240,10 @@ impl RuleSet {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use sha2::{Digest, Sha256};
-
+mod tests {
     use super::*;
-
-    /// A valid, enabled rule stored at `local://<app>_<version>`, with an MD5 derived
-    /// from app, channel and version so that every rule has its own.
-    pub(crate) fn rule(app: &str, channel: &str, version: &str, attributes: &[&str]) -> Rule {
-        let digest = Sha256::digest(format!("{app}/{channel}/{version}"));
-        Rule {
-            app: app.to_owned(),
-            channel: channel.to_owned(),
-            version: version.to_owned(),
-            url: format!("local://{app}_{version}"),
-            md5: hex::encode(&digest[..16]),
-            cpu_arch: None,
-            device_attr: attributes
-                .iter()
-                .map(|name| ((*name).to_owned(), true))
-                .collect(),
-            size: None,
-            sha256: None,
-            enabled: true,
-            mandatory: false,
-            created_at: None,
-            segment: None,
-            deflate_level: None,
-        }
-    }
-
-    /// The AWS sample's demo fleet.
-    pub(crate) fn demo_fleet() -> Vec<Rule> {
-        let os = |channel, version| Rule {
-            cpu_arch: Some("armv8".to_owned()),
-            ..rule("os_armv8", channel, version, &[])
-        };
-        vec![
-            os("beta", "2.0.0"),
-            os("prod", "1.1.0"),
-            rule("os_armv7", "beta", "2.0.0", &[]),
-            rule("os_armv7", "prod", "1.0.0", &[]),
-            rule("scoreboard", "beta", "2.0.0", &["gamer"]),
-            rule("scoreboard", "prod", "1.0.0", &["gamer"]),
-            rule("videoStreamer", "beta", "0.1.2", &["camera"]),
-            rule("videoStreamer", "prod", "0.0.1", &["camera", "gamer"]),
-            rule("modemFW", "prod", "1.0", &["cellular"]),
-        ]
-    }
-
-    pub(crate) fn build(rules: Vec<Rule>) -> RuleSet {
-        let (set, rejected) = RuleSet::build(rules);
-        assert_eq!(rejected, [], "every rule is valid");
-        set
-    }
-
-    pub(crate) fn demo_set() -> RuleSet {
-        build(demo_fleet())
-    }
+    use crate::fixtures::{build, demo_fleet, demo_set, rule};
+    use crate::location::BadUrl;
 
     /// (app, channel, version, reason) of each selected rule, in selection order.
     fn picked<'a>(set: &'a RuleSet, raw: &str) -> Vec<(&'a str, &'a str, &'a str, Reason)> {
@@ -536,14 +267,6 @@ pub(crate) mod tests {
     fn no_package(set: &RuleSet, raw: &str) -> bool {
         let query = DeviceQuery::parse(raw).expect("a valid query");
         set.resolve(&query) == Err(NoPackage)
-    }
-
-    fn check_error(rule: Rule) -> RuleError {
-        rule.check().expect_err("an invalid rule")
-    }
-
-    fn bad_url(url: &str) -> RuleError {
-        ObjectLocation::parse(url).expect_err("an unusable url")
     }
 
     #[test]
@@ -911,215 +634,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn demo_fleet_rules_are_valid() {
-        for rule in demo_fleet() {
-            let object = rule.check().expect("a valid rule");
-            assert_eq!(object.key, rule.file_name());
-        }
-    }
-
-    #[test]
-    fn bad_app_or_channel_name_is_rejected() {
-        for app in ["", "my app", "../etc", "a/b", "app*", "é", &"a".repeat(65)] {
-            assert_eq!(
-                check_error(rule(app, "prod", "1.0.0", &[])),
-                RuleError::BadName {
-                    field: "app",
-                    value: excerpt(app)
-                },
-                "{app}"
-            );
-        }
-        assert_eq!(
-            check_error(rule("app", "pr/od", "1.0.0", &[])),
-            RuleError::BadName {
-                field: "env",
-                value: "pr/od".to_owned()
-            }
-        );
-        assert!(rule(&"a".repeat(64), "prod", "1.0.0", &[]).check().is_ok());
-    }
-
-    #[test]
-    fn bad_version_is_rejected() {
-        for version in ["", "1.0 beta", "1/0", "../1", "1.0*", &"1".repeat(65)] {
-            let mut bad = rule("app", "prod", "1.0.0", &[]);
-            bad.version = version.to_owned();
-            assert_eq!(
-                check_error(bad),
-                RuleError::BadVersion {
-                    value: excerpt(version)
-                },
-                "{version}"
-            );
-        }
-        for version in ["1.0.0+build.5", "1.0_rc-1", "latest", &"1".repeat(64)] {
-            let mut good = rule("app", "prod", "1.0.0", &[]);
-            good.version = version.to_owned();
-            assert!(good.check().is_ok(), "{version}");
-        }
-    }
-
-    #[test]
-    fn file_name_must_fit_a_ustar_header() {
-        let mut fits = rule(&"a".repeat(64), "prod", "1.0.0", &[]);
-        fits.version = "1".repeat(35);
-        assert_eq!(fits.file_name().len(), 100);
-        assert!(fits.check().is_ok());
-        let mut long = fits.clone();
-        long.version.push('1');
-        assert_eq!(
-            check_error(long.clone()),
-            RuleError::FileNameTooLong {
-                name: excerpt(&long.file_name())
-            }
-        );
-    }
-
-    #[test]
-    fn md5_must_be_32_lowercase_hex_digits() {
-        let valid = "0123456789abcdef0123456789abcdef";
-        for md5 in [
-            "0123456789ABCDEF0123456789ABCDEF",
-            "0123456789abcdef0123456789abcde",
-            "0123456789abcdef0123456789abcdef0",
-            "0123456789abcdef0123456789abcdeg",
-            "",
-        ] {
-            let bad = Rule {
-                md5: md5.to_owned(),
-                ..rule("app", "prod", "1.0.0", &[])
-            };
-            assert_eq!(
-                check_error(bad),
-                RuleError::BadDigest {
-                    field: "md5",
-                    value: md5.to_owned(),
-                    digits: 32
-                },
-                "{md5}"
-            );
-        }
-        let good = Rule {
-            md5: valid.to_owned(),
-            ..rule("app", "prod", "1.0.0", &[])
-        };
-        assert!(good.check().is_ok());
-    }
-
-    #[test]
-    fn sha256_when_present_must_be_64_lowercase_hex_digits() {
-        let valid = "ab".repeat(32);
-        for sha256 in [
-            "AB".repeat(32),
-            "ab".repeat(31),
-            format!("{valid}0"),
-            "zz".repeat(32),
-        ] {
-            let bad = Rule {
-                sha256: Some(sha256.clone()),
-                ..rule("app", "prod", "1.0.0", &[])
-            };
-            assert_eq!(
-                check_error(bad),
-                RuleError::BadDigest {
-                    field: "sha256",
-                    value: excerpt(&sha256),
-                    digits: 64
-                },
-                "{sha256}"
-            );
-        }
-        let good = Rule {
-            sha256: Some(valid),
-            ..rule("app", "prod", "1.0.0", &[])
-        };
-        assert!(good.check().is_ok());
-    }
-
-    #[test]
-    fn s3_and_local_urls_give_their_object_location() {
-        for (url, bucket, key) in [
-            ("s3://bucket/key", Some("bucket"), "key"),
-            ("s3://b-ucket/a/b/c", Some("b-ucket"), "a/b/c"),
-            (
-                "s3://my.bucket-1/os_armv8_1.1.0+b",
-                Some("my.bucket-1"),
-                "os_armv8_1.1.0+b",
-            ),
-            ("local://k", None, "k"),
-            ("local://apps/os_armv8_1.1.0", None, "apps/os_armv8_1.1.0"),
-            ("local://a/..b/c..", None, "a/..b/c.."),
-        ] {
-            let location = ObjectLocation::parse(url).expect("a usable url");
-            assert_eq!(
-                location,
-                ObjectLocation {
-                    bucket: bucket.map(str::to_owned),
-                    key: key.to_owned()
-                },
-                "{url}"
-            );
-            assert_eq!(location.url(), url);
-        }
-    }
-
-    #[test]
-    fn urls_that_could_escape_or_are_not_ours_are_rejected() {
-        for (url, reason) in [
-            ("file:///etc/passwd", "it must start with s3:// or local://"),
-            (
-                "https://example.com/k",
-                "it must start with s3:// or local://",
-            ),
-            ("S3://bucket/k", "it must start with s3:// or local://"),
-            ("s3://bucket", "an s3:// url needs a bucket and a key"),
-            (
-                "s3://UPPER/k",
-                "the bucket name is not a valid S3 bucket name",
-            ),
-            ("s3://ab/k", "the bucket name is not a valid S3 bucket name"),
-            ("s3:///k", "the bucket name is not a valid S3 bucket name"),
-            (
-                "s3://bu_cket/k",
-                "the bucket name is not a valid S3 bucket name",
-            ),
-        ] {
-            assert_eq!(
-                bad_url(url),
-                RuleError::BadUrl {
-                    url: url.to_owned(),
-                    reason
-                },
-                "{url}"
-            );
-        }
-        for url in [
-            "s3://bucket/../x",
-            "s3://bucket/",
-            "s3://bucket/a/./b",
-            "s3://bucket/a%2Fb",
-            "local://a//b",
-            "local:///abs",
-            "local://..",
-            "local://a/..",
-            "local://a/",
-            "local://",
-            "local://a\\b",
-            "local://a b",
-            "local://é",
-        ] {
-            assert!(
-                matches!(bad_url(url), RuleError::BadUrl { reason, .. } if reason.starts_with("the key must be")),
-                "{url}"
-            );
-        }
-        let long_key = format!("local://{}", "k".repeat(1025));
-        assert!(matches!(bad_url(&long_key), RuleError::BadUrl { .. }));
-        assert!(ObjectLocation::parse(&format!("local://{}", "k".repeat(1024))).is_ok());
-    }
-
-    #[test]
     fn invalid_rules_are_returned_as_rejected_and_not_served() {
         let mut bad_md5 = rule("scoreboard", "prod", "1.0.0", &["gamer"]);
         bad_md5.md5 = bad_md5.md5.to_ascii_uppercase();
@@ -1137,10 +651,10 @@ pub(crate) mod tests {
             rejected,
             [
                 Rejected {
-                    reason: RuleError::BadUrl {
+                    reason: RuleError::BadUrl(BadUrl {
                         url: "file:///etc/passwd".to_owned(),
                         reason: "it must start with s3:// or local://"
-                    },
+                    }),
                     rule: bad_url,
                 },
                 Rejected {
@@ -1199,108 +713,105 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn rule_reads_the_sample_table_item_and_ignores_unknown_fields() {
-        let item = r#"{
-            "app": "os_armv8", "env": "prod", "version": "1.1.0",
-            "url": "s3://cf-iot-ota-appbinaries-xxxx/os_armv8_1.1.0",
-            "md5": "0123456789abcdef0123456789abcdef",
-            "cpuArch": "armv8", "deviceAttr": {"gamer": true, "camera": false},
-            "ident": "os_armv8-prod"
-        }"#;
-        let rule: Rule = serde_json::from_str(item).expect("a sample item");
-        assert_eq!(
-            rule,
-            Rule {
-                app: "os_armv8".to_owned(),
-                channel: "prod".to_owned(),
-                version: "1.1.0".to_owned(),
-                url: "s3://cf-iot-ota-appbinaries-xxxx/os_armv8_1.1.0".to_owned(),
-                md5: "0123456789abcdef0123456789abcdef".to_owned(),
-                cpu_arch: Some("armv8".to_owned()),
-                device_attr: [("camera".to_owned(), false), ("gamer".to_owned(), true)].into(),
-                size: None,
-                sha256: None,
-                enabled: true,
-                mandatory: false,
-                created_at: None,
-                segment: None,
-                deflate_level: None,
-            }
-        );
+    /// A store that holds the `local://` objects only.
+    fn holds_local(object: &ObjectLocation) -> bool {
+        object.bucket.is_none()
     }
 
     #[test]
-    fn rule_without_optional_fields_is_enabled() {
-        let rule: Rule = serde_json::from_str(
-            r#"{"app": "a", "env": "prod", "version": "1", "url": "local://a_1", "md5": "0123456789abcdef0123456789abcdef"}"#,
-        )
-        .expect("a minimal item");
-        assert!(rule.enabled);
-        assert!(!rule.mandatory);
-        assert_eq!(rule.device_attr, BTreeMap::new());
-    }
-
-    #[test]
-    fn rule_serializes_with_the_table_attribute_names() {
-        let full = Rule {
-            cpu_arch: Some("armv8".to_owned()),
-            size: Some(1024),
-            sha256: Some("ab".repeat(32)),
-            enabled: false,
-            mandatory: true,
-            created_at: Some("2024-01-02T03:04:05Z".to_owned()),
-            segment: None,
-            deflate_level: None,
-            ..rule("os_armv8", "prod", "1.1.0", &["gamer"])
+    fn rule_the_store_does_not_hold_is_rejected_and_not_served_whatever_the_input_order() {
+        let held = rule("os_armv8", "prod", "1.1.0", &[]);
+        let foreign = Rule {
+            url: "s3://other-bucket/scoreboard_1.0.0".to_owned(),
+            ..rule("scoreboard", "prod", "1.0.0", &["gamer"])
         };
-        let json = serde_json::to_value(&full).expect("a JSON rule");
-        let expected = serde_json::json!({
-            "app": "os_armv8", "env": "prod", "version": "1.1.0",
-            "url": "local://os_armv8_1.1.0", "md5": full.md5,
-            "cpuArch": "armv8", "deviceAttr": {"gamer": true}, "size": 1024,
-            "sha256": "ab".repeat(32), "enabled": false, "mandatory": true,
-            "createdAt": "2024-01-02T03:04:05Z",
-        });
-        assert_eq!(json, expected);
-        let back: Rule = serde_json::from_value(json).expect("the same rule");
-        assert_eq!(back, full);
+        for fleet in [
+            vec![held.clone(), foreign.clone()],
+            vec![foreign.clone(), held.clone()],
+        ] {
+            let (set, rejected) = RuleSet::build_holding(fleet, holds_local);
+            assert_eq!(set.rules().collect::<Vec<_>>(), [&held]);
+            assert_eq!(
+                rejected,
+                [Rejected {
+                    rule: foreign.clone(),
+                    reason: RuleError::NotInStore {
+                        url: "s3://other-bucket/scoreboard_1.0.0".to_owned()
+                    }
+                }]
+            );
+            assert_eq!(
+                picked(&set, "cpuArch=armv8&attrGamer=prod"),
+                [("os_armv8", "prod", "1.1.0", Reason::Os)]
+            );
+        }
     }
 
     #[test]
-    fn rule_leaves_out_defaults_when_serialized() {
-        let minimal = rule("a", "prod", "1", &[]);
-        let json = serde_json::to_value(&minimal).expect("a JSON rule");
-        let expected = serde_json::json!({
-            "app": "a", "env": "prod", "version": "1", "url": "local://a_1", "md5": minimal.md5,
-        });
-        assert_eq!(json, expected);
+    fn rule_the_store_does_not_hold_keeps_no_held_rule_out() {
+        // "Scoreboard" sorts first, so as a duplicate candidate it would win the slot.
+        let foreign = Rule {
+            url: "s3://other-bucket/Scoreboard_2.0.0".to_owned(),
+            ..rule("Scoreboard", "prod", "2.0.0", &["gamer"])
+        };
+        let held = rule("scoreboard", "prod", "1.0.0", &["gamer"]);
+        let (set, rejected) =
+            RuleSet::build_holding(vec![held.clone(), foreign.clone()], holds_local);
+        assert_eq!(set.rules().collect::<Vec<_>>(), [&held]);
+        assert_eq!(
+            rejected,
+            [Rejected {
+                rule: foreign,
+                reason: RuleError::NotInStore {
+                    url: "s3://other-bucket/Scoreboard_2.0.0".to_owned()
+                }
+            }]
+        );
     }
 
     #[test]
-    fn rule_errors_name_the_offending_value() {
+    fn invalid_rule_is_rejected_for_its_fault_not_for_where_it_is() {
+        let bad_md5 = Rule {
+            md5: "XYZ".to_owned(),
+            url: "s3://other-bucket/scoreboard_1.0.0".to_owned(),
+            ..rule("scoreboard", "prod", "1.0.0", &["gamer"])
+        };
+        let (set, rejected) = RuleSet::build_holding(vec![bad_md5.clone()], |_| false);
+        assert!(set.is_empty());
         assert_eq!(
-            bad_url("s3://UPPER/k").to_string(),
-            "url `s3://UPPER/k` is not usable: the bucket name is not a valid S3 bucket name"
+            rejected,
+            [Rejected {
+                rule: bad_md5,
+                reason: RuleError::BadDigest {
+                    field: "md5",
+                    value: "XYZ".to_owned(),
+                    digits: 32
+                }
+            }]
         );
-        assert_eq!(
-            RuleError::Duplicate {
-                app: "Scoreboard".to_owned(),
-                channel: "prod".to_owned()
-            }
-            .to_string(),
-            "another rule already serves app `Scoreboard` on channel `prod` (names ignore letter case)"
-        );
+    }
+
+    #[test]
+    fn build_is_build_holding_for_a_store_that_holds_everything() {
+        let mut fleet = demo_fleet();
+        fleet.push(Rule {
+            url: "s3://other-bucket/firmware_3.0.0".to_owned(),
+            ..rule("firmware", "prod", "3.0.0", &["gamer"])
+        });
+        fleet.push(rule("Scoreboard", "PROD", "9.0.0", &["gamer"]));
+        let (built, built_rejected) = RuleSet::build(fleet.clone());
+        let (holding, holding_rejected) = RuleSet::build_holding(fleet.clone(), |_| true);
+        assert!(built.rules().eq(holding.rules()));
+        assert_eq!(built.len(), fleet.len() - 1);
+        assert_eq!(built_rejected, holding_rejected);
+        assert_eq!(built_rejected.len(), 1);
+        let (none, rejected) = RuleSet::build_holding(fleet.clone(), |_| false);
+        assert!(none.is_empty());
+        assert_eq!(rejected.len(), fleet.len());
         assert!(
-            check_error(rule("my app", "prod", "1", &[]))
-                .to_string()
-                .starts_with("app `my app` is not valid")
-        );
-        let mut bad = rule("a", "prod", "1", &[]);
-        bad.md5 = "XYZ".to_owned();
-        assert_eq!(
-            check_error(bad).to_string(),
-            "md5 `XYZ` is not a 32-digit hex digest"
+            rejected
+                .iter()
+                .all(|r| matches!(r.reason, RuleError::NotInStore { .. }))
         );
     }
 }

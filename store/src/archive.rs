@@ -6,29 +6,27 @@
 //! end-of-archive blocks are one more such segment; an empty final block and the gzip
 //! trailer close the member. Segments therefore depend only on their own entry, which is
 //! what lets a segment computed ahead of time stand in for one compressed here, byte for
-//! byte (see SPLICING.md).
+//! byte (docs/splicing.md has the byte-level layout).
 
 use std::io;
 
 use async_compression::Level;
 use async_compression::tokio::write::DeflateEncoder;
 use fleetpack_resolver::{
-    ARCHIVE_FORMAT, DEFLATE_LEVEL, DETAILS_FILE_NAME, ObjectLocation, PlanEntry, TAR_ENTRY_MODE,
-    TAR_ENTRY_MTIME,
+    DEFLATE_LEVEL, DETAILS_FILE_NAME, PlanEntry, TAR_ENTRY_MODE, TAR_ENTRY_MTIME,
 };
 use md5::{Digest, Md5};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tar::{EntryType, Header};
 
-use crate::store::{Store, StoreError, StoreObject};
-use bytes::Bytes;
+use crate::StoreObject;
 
 /// gzip header (RFC 1952): deflate, no flags, MTIME 0, no extra flags, OS "unknown".
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// An empty final deflate block with fixed Huffman codes: ends the deflate stream.
 pub const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 /// A final deflate block of the reserved type 3 (RFC 1951, 3.2.3): invalid everywhere.
-const INVALID_BLOCK: [u8; 1] = [0x07];
+pub(crate) const INVALID_BLOCK: [u8; 1] = [0x07];
 
 const TAR_BLOCK: usize = 512;
 const READ_CHUNK: usize = 128 * 1024;
@@ -62,7 +60,7 @@ pub enum ArchiveError {
         expected: u32,
         actual: u32,
     },
-    #[error("tar entry `{name}`: {source}")]
+    #[error("cannot make the tar entry `{name}`")]
     Header {
         name: String,
         #[source]
@@ -99,9 +97,9 @@ fn padding(len: u64) -> &'static [u8] {
 
 /// CRC-32 and length of everything compressed so far: the gzip trailer.
 #[derive(Debug, Default)]
-struct Totals {
-    crc: crc32fast::Hasher,
-    len: u64,
+pub(crate) struct Totals {
+    pub crc: crc32fast::Hasher,
+    pub len: u64,
 }
 
 /// One tar entry's deflate segment being written.
@@ -154,13 +152,17 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
     write_details_segment(out, &mut totals, details).await?;
     let mut buf = vec![0u8; READ_CHUNK];
     for PackageObject { entry, object } in objects {
-        let binary = Binary {
-            name: entry.file_name(),
-            key: entry.object.key.clone(),
-            md5: entry.md5.clone(),
-            level: entry.deflate_level,
-        };
-        write_binary_segment(out, &mut totals, &binary, object, &mut buf).await?;
+        let len = object.len;
+        let binary = Binary::from(&entry);
+        write_binary_segment(
+            out,
+            &mut totals,
+            &binary,
+            len,
+            object.into_reader(),
+            &mut buf,
+        )
+        .await?;
     }
     write_end_segment(out, &mut totals).await?;
     out.write_all(&trailer(&totals.crc, totals.len)).await?;
@@ -168,7 +170,7 @@ pub async fn write_package<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn write_details_segment<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_details_segment<W: AsyncWrite + Unpin>(
     out: &mut W,
     totals: &mut Totals,
     details: &[u8],
@@ -183,7 +185,7 @@ async fn write_details_segment<W: AsyncWrite + Unpin>(
 }
 
 /// The two zero blocks that end a tar, as one more segment.
-async fn write_end_segment<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_end_segment<W: AsyncWrite + Unpin>(
     out: &mut W,
     totals: &mut Totals,
 ) -> io::Result<()> {
@@ -194,7 +196,7 @@ async fn write_end_segment<W: AsyncWrite + Unpin>(
 
 /// The final empty block and the gzip trailer: CRC-32, then the length modulo 2^32
 /// (RFC 1952 ISIZE).
-fn trailer(crc: &crc32fast::Hasher, len: u64) -> [u8; 10] {
+pub(crate) fn trailer(crc: &crc32fast::Hasher, len: u64) -> [u8; 10] {
     let mut bytes = [0u8; 10];
     bytes[..2].copy_from_slice(&FINAL_BLOCK);
     bytes[2..6].copy_from_slice(&crc.clone().finalize().to_le_bytes());
@@ -203,238 +205,8 @@ fn trailer(crc: &crc32fast::Hasher, len: u64) -> [u8; 10] {
 }
 
 /// Length of a binary's tar entry: header, data, padding.
-fn tar_entry_len(size: u64) -> u64 {
+pub(crate) fn tar_entry_len(size: u64) -> u64 {
     TAR_BLOCK as u64 + size.div_ceil(TAR_BLOCK as u64) * TAR_BLOCK as u64
-}
-
-/// One piece of a spliced package.
-#[derive(Debug, Clone)]
-enum Piece {
-    /// Made for this response: gzip header and details segment, or end and trailer.
-    Made(Bytes),
-    /// A segment stored beside a binary at publish time.
-    Stored {
-        object: ObjectLocation,
-        len: u64,
-        crc32: u32,
-    },
-}
-
-impl Piece {
-    fn len(&self) -> u64 {
-        match self {
-            Piece::Made(bytes) => bytes.len() as u64,
-            Piece::Stored { len, .. } => *len,
-        }
-    }
-}
-
-/// A full-payload package assembled from stored segments: the bytes [`write_package`]
-/// would write, with nothing to compress but `package_details.json`, and a length known
-/// before the first byte.
-#[derive(Debug, Clone)]
-pub struct Spliced {
-    pieces: Vec<Piece>,
-    len: u64,
-}
-
-/// The pieces of a spliced package that one response sends, opened.
-#[derive(Debug)]
-pub enum Part {
-    Bytes(Bytes),
-    /// A whole stored segment, checked against the CRC-32 of its bytes as it streams.
-    Whole {
-        object: StoreObject,
-        key: String,
-        crc32: u32,
-    },
-    /// A slice of a stored segment.
-    Slice(StoreObject),
-}
-
-impl Spliced {
-    /// Plans the package, or `None` when some binary to send has no segment made for
-    /// the current [`ARCHIVE_FORMAT`] (then the package is compressed as it streams).
-    pub async fn plan<'a>(
-        details: &[u8],
-        entries: impl IntoIterator<Item = &'a PlanEntry>,
-    ) -> Result<Option<Spliced>, ArchiveError> {
-        let mut head = GZIP_HEADER.to_vec();
-        let mut totals = Totals::default();
-        write_details_segment(&mut head, &mut totals, details).await?;
-        let mut pieces = vec![Piece::Made(head.into())];
-        for entry in entries {
-            let (Some(segment), Some(size)) = (&entry.segment, entry.size) else {
-                return Ok(None);
-            };
-            let Ok(object) = ObjectLocation::parse(&segment.url) else {
-                return Ok(None);
-            };
-            if segment.format != ARCHIVE_FORMAT {
-                return Ok(None);
-            }
-            // The CRC of the whole is combined from each entry's, without reading them.
-            let entry_len = tar_entry_len(size);
-            totals.crc.combine(&crc32fast::Hasher::new_with_initial_len(
-                segment.crc32,
-                entry_len,
-            ));
-            totals.len += entry_len;
-            pieces.push(Piece::Stored {
-                object,
-                len: segment.size,
-                crc32: segment.bytes_crc32,
-            });
-        }
-        let mut tail = Vec::new();
-        write_end_segment(&mut tail, &mut totals).await?;
-        tail.extend_from_slice(&trailer(&totals.crc, totals.len));
-        // The end segment's bytes went into `tail`; its CRC went into `totals` too.
-        pieces.push(Piece::Made(tail.into()));
-        let len = pieces.iter().map(Piece::len).sum();
-        Ok(Some(Spliced { pieces, len }))
-    }
-
-    /// The exact length of the package (never zero: a gzip member has a header).
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes held in memory for this plan (the pieces made at planning time).
-    pub fn made_len(&self) -> usize {
-        self.pieces
-            .iter()
-            .map(|piece| match piece {
-                Piece::Made(bytes) => bytes.len(),
-                Piece::Stored { .. } => 0,
-            })
-            .sum()
-    }
-
-    /// Opens what the bytes `first..=last` of the package need (the whole package
-    /// when `range` is `None`). A stored segment that is missing or of another length
-    /// than its rule says fails here, before any byte is sent.
-    pub async fn open<S: Store>(
-        &self,
-        store: &S,
-        range: Option<(u64, u64)>,
-    ) -> Result<Vec<Part>, StoreError> {
-        let (first, last) = range.unwrap_or((0, self.len.saturating_sub(1)));
-        let mut parts = Vec::new();
-        let mut offset = 0;
-        for piece in &self.pieces {
-            let (start, end) = (offset, offset + piece.len());
-            offset = end;
-            if end <= first || start > last {
-                continue;
-            }
-            let from = first.saturating_sub(start);
-            let to = (last + 1).min(end) - start;
-            match piece {
-                Piece::Made(bytes) => {
-                    parts.push(Part::Bytes(bytes.slice(from as usize..to as usize)))
-                }
-                Piece::Stored { object, len, crc32 } if from == 0 && to == *len => {
-                    let opened = store.open_object(object).await?;
-                    if opened.len != *len {
-                        return Err(StoreError::ShortObject {
-                            key: object.key.clone(),
-                            wanted: *len,
-                            actual: opened.len,
-                        });
-                    }
-                    parts.push(Part::Whole {
-                        object: opened,
-                        key: object.key.clone(),
-                        crc32: *crc32,
-                    });
-                }
-                Piece::Stored { object, .. } => {
-                    parts.push(Part::Slice(
-                        store.open_object_range(object, from, to - from).await?,
-                    ));
-                }
-            }
-        }
-        Ok(parts)
-    }
-}
-
-/// Where a spliced package goes, from a blocking thread: blocks are handed on whole,
-/// never copied.
-pub trait BlockSink {
-    fn send_block(&mut self, block: Bytes) -> io::Result<()>;
-}
-
-/// Discards what it is sent (for measuring the cost of assembly alone).
-#[derive(Debug, Default)]
-pub struct Discard;
-
-impl BlockSink for Discard {
-    fn send_block(&mut self, block: Bytes) -> io::Result<()> {
-        drop(block);
-        Ok(())
-    }
-}
-
-/// Writes opened parts of a spliced package, reading the stored segments block by block
-/// on this thread, which must be a blocking one (streams are driven on `runtime`). One
-/// thread reads, checks and hands on each block: no task hops between the disk and the
-/// connection. A whole segment whose bytes differ from what its rule says fails the
-/// write after it, ended by an invalid block, as [`write_package`] does. CRC-32 rather
-/// than MD5: it keeps up with copying.
-pub fn write_parts(
-    out: &mut impl BlockSink,
-    parts: Vec<Part>,
-    runtime: &tokio::runtime::Handle,
-) -> Result<(), ArchiveError> {
-    for part in parts {
-        match part {
-            Part::Bytes(bytes) => out.send_block(bytes)?,
-            Part::Slice(object) => {
-                let mut blocks = object.into_blocks();
-                while let Some(block) = blocks.next_block(runtime) {
-                    out.send_block(block?)?;
-                }
-            }
-            Part::Whole { object, key, crc32 } => {
-                let mut digest = crc32fast::Hasher::new();
-                let mut blocks = object.into_blocks();
-                let mut failed = None;
-                while let Some(block) = blocks.next_block(runtime) {
-                    match block {
-                        Ok(block) => {
-                            digest.update(&block);
-                            out.send_block(block)?;
-                        }
-                        Err(error) => {
-                            failed = Some(error);
-                            break;
-                        }
-                    }
-                }
-                let actual = digest.finalize();
-                if failed.is_some() || actual != crc32 {
-                    // Segments end byte-aligned: an invalid block right after stops every
-                    // decoder, as in the streaming path.
-                    let _ = out.send_block(Bytes::from_static(&INVALID_BLOCK));
-                    return Err(match failed {
-                        Some(error) => ArchiveError::Io(error),
-                        None => ArchiveError::SegmentMismatch {
-                            key,
-                            expected: crc32,
-                            actual,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A binary as it goes into a package: its entry name and what it must be.
@@ -444,9 +216,22 @@ pub struct Binary {
     pub name: String,
     /// The object key, for errors.
     pub key: String,
-    pub md5: String,
+    /// The MD5 its bytes must have; `None` while it is being published, when its
+    /// digests are taken in the same pass.
+    pub md5: Option<String>,
     /// Deflate level of its tar entry.
     pub level: u32,
+}
+
+impl From<&PlanEntry> for Binary {
+    fn from(entry: &PlanEntry) -> Self {
+        Binary {
+            name: entry.file_name(),
+            key: entry.object.key.clone(),
+            md5: Some(entry.md5.clone()),
+            level: entry.deflate_level,
+        }
+    }
 }
 
 /// CRC-32 and length of one uncompressed tar entry.
@@ -456,16 +241,18 @@ pub struct EntryTotals {
     pub len: u64,
 }
 
-/// Compresses one binary's tar entry into `out` as a segment of its own, exactly as
-/// [`write_package`] does: what publishing stores ahead of time.
+/// Compresses one binary's tar entry, `len` bytes read from `reader`, into `out` as a
+/// segment of its own, exactly as [`write_package`] does: what publishing stores ahead
+/// of time.
 pub async fn write_segment<W: AsyncWrite + Unpin>(
     out: &mut W,
     binary: &Binary,
-    object: StoreObject,
+    len: u64,
+    reader: impl AsyncRead + Unpin,
 ) -> Result<EntryTotals, ArchiveError> {
     let mut totals = Totals::default();
     let mut buf = vec![0u8; READ_CHUNK];
-    write_binary_segment(out, &mut totals, binary, object, &mut buf).await?;
+    write_binary_segment(out, &mut totals, binary, len, reader, &mut buf).await?;
     out.flush().await?;
     Ok(EntryTotals {
         crc32: totals.crc.finalize(),
@@ -478,13 +265,14 @@ async fn write_binary_segment<W: AsyncWrite + Unpin>(
     out: &mut W,
     totals: &mut Totals,
     binary: &Binary,
-    object: StoreObject,
+    len: u64,
+    reader: impl AsyncRead + Unpin,
     buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
-    let header = tar_header(&binary.name, object.len)?;
+    let header = tar_header(&binary.name, len)?;
     let mut segment = Segment::start(out, totals, binary.level);
     segment.write(header.as_bytes()).await?;
-    if let Err(error) = copy_checked(&mut segment, binary, object, buf).await {
+    if let Err(error) = copy_checked(&mut segment, binary, len, reader, buf).await {
         // The connection is aborted next, but a client that ignores that must not
         // decode a shorter archive either: Python's tarfile takes a gzip stream cut at
         // an entry boundary for the end of the archive.
@@ -495,16 +283,15 @@ async fn write_binary_segment<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Streams one object into its segment, checking its length and MD5, then pads it.
+/// Streams one binary into its segment, checking its length and MD5, then pads it.
 async fn copy_checked<W: AsyncWrite + Unpin>(
     segment: &mut Segment<'_, W>,
     binary: &Binary,
-    object: StoreObject,
+    len: u64,
+    mut reader: impl AsyncRead + Unpin,
     buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
-    let len = object.len;
-    let mut reader = object.into_reader();
-    let mut md5 = Md5::new();
+    let mut md5 = binary.md5.as_ref().map(|_| Md5::new());
     let mut seen = 0u64;
     loop {
         let read = reader.read(buf).await?;
@@ -515,7 +302,9 @@ async fn copy_checked<W: AsyncWrite + Unpin>(
         if seen > len {
             break;
         }
-        md5.update(&buf[..read]);
+        if let Some(md5) = &mut md5 {
+            md5.update(&buf[..read]);
+        }
         segment.write(&buf[..read]).await?;
     }
     if seen != len {
@@ -525,13 +314,15 @@ async fn copy_checked<W: AsyncWrite + Unpin>(
             actual: seen,
         });
     }
-    let actual = hex::encode(md5.finalize());
-    if actual != binary.md5 {
-        return Err(ArchiveError::DigestMismatch {
-            key: binary.key.clone(),
-            expected: binary.md5.clone(),
-            actual,
-        });
+    if let (Some(md5), Some(expected)) = (md5, &binary.md5) {
+        let actual = hex::encode(md5.finalize());
+        if actual != *expected {
+            return Err(ArchiveError::DigestMismatch {
+                key: binary.key.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
     }
     segment.write(padding(len)).await?;
     Ok(())
@@ -665,14 +456,10 @@ mod tests {
     async fn segment_written_ahead_is_the_bytes_the_package_carries() {
         let data = sample_binary();
         let object = object(&data, &[READ_CHUNK]);
-        let binary = Binary {
-            name: object.entry.file_name(),
-            key: object.entry.object.key.clone(),
-            md5: object.entry.md5.clone(),
-            level: object.entry.deflate_level,
-        };
+        let binary = Binary::from(&object.entry);
         let mut segment = Vec::new();
-        let totals = write_segment(&mut segment, &binary, object.object)
+        let len = object.object.len;
+        let totals = write_segment(&mut segment, &binary, len, object.object.into_reader())
             .await
             .expect("segment written");
 

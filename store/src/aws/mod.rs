@@ -5,7 +5,6 @@
 //! `AWS_ENDPOINT_URL`, profiles, task and instance roles), so tests point it at a local
 //! S3/DynamoDB-compatible server without a code path of their own.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use aws_config::BehaviorVersion;
@@ -14,15 +13,20 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
-use fleetpack_resolver::{ObjectLocation, Rule, SegmentRef};
+use fleetpack_resolver::{ObjectLocation, Rule};
 use tokio::io::AsyncReadExt;
 
-use super::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
+mod item;
+
+pub use item::ItemError;
+use item::{Item, item_from_rule, rule_from_item};
+
+use crate::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 
 /// Files larger than this are uploaded in parts.
 const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
@@ -48,23 +52,17 @@ pub enum Created {
     AlreadyThere,
 }
 
-/// A failed SDK call as a store error: the service's code and message when it answered,
-/// else the chain of causes (connection refused, timeout, ...).
+/// A failed SDK call as a store error that keeps the SDK's error as its source: the
+/// service's error code and message when it answered, else the chain of causes
+/// (connection refused, timeout, ...).
 fn service<E, R>(action: String) -> impl FnOnce(SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    move |error| {
-        let detail = match error.as_service_error() {
-            Some(answer) => format!(
-                "{}: {}",
-                answer.code().unwrap_or("error"),
-                answer.message().unwrap_or("no message")
-            ),
-            None => DisplayErrorContext(&error).to_string(),
-        };
-        StoreError::Service { action, detail }
+    move |error| StoreError::Service {
+        action,
+        source: Box::new(error),
     }
 }
 
@@ -178,7 +176,7 @@ impl AwsStore {
                 .await
                 .map_err(|error| StoreError::Service {
                     action: format!("table `{}` did not become active", self.table),
-                    detail: DisplayErrorContext(&error).to_string(),
+                    source: Box::new(error),
                 })?;
         }
         Ok(created)
@@ -408,16 +406,12 @@ impl AwsStore {
             .and_then(|len| u64::try_from(len).ok())
             .ok_or_else(|| StoreError::Service {
                 action: format!("cannot get `{}`", object.url()),
-                detail: "the response has no Content-Length".to_owned(),
+                source: "the response has no Content-Length".into(),
             })?;
         Ok(StoreObject::new(len, output.body.into_async_read()))
     }
 
-    async fn get_rule(
-        &self,
-        app: &str,
-        channel: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    async fn get_rule(&self, app: &str, channel: &str) -> Result<Option<Item>, StoreError> {
         let found = self
             .dynamodb
             .get_item()
@@ -461,7 +455,7 @@ impl Store for AwsStore {
             match rule_from_item(&item) {
                 Ok(rule) => rules.push(rule),
                 Err(reason) => {
-                    tracing::warn!(table = %self.table, reason = %reason, "item is not a rule; left out")
+                    tracing::warn!(table = %self.table, reason = &reason as &dyn std::error::Error, "item is not a rule; left out")
                 }
             }
         }
@@ -533,7 +527,7 @@ impl Store for AwsStore {
                 .await
                 .map_err(|error| StoreError::Service {
                     action: format!("cannot read `{}`", object.url()),
-                    detail: error.to_string(),
+                    source: Box::new(error),
                 })?;
             if read == 0 {
                 break;
@@ -603,253 +597,5 @@ impl Store for AwsStore {
                 rule.app, rule.channel
             ))(error)),
         }
-    }
-}
-
-/// Reads an item with the sample's attributes (and our optional ones).
-fn rule_from_item(item: &HashMap<String, AttributeValue>) -> Result<Rule, String> {
-    let text = |name: &str| -> Result<Option<String>, String> {
-        match item.get(name) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(AttributeValue::S(text)) => Ok(Some(text.clone())),
-            Some(AttributeValue::N(number)) => Ok(Some(number.clone())),
-            Some(_) => Err(format!("attribute `{name}` is not a string")),
-        }
-    };
-    let required = |name: &str| text(name)?.ok_or_else(|| format!("attribute `{name}` is missing"));
-    let flag = |name: &str| match item.get(name) {
-        None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::Bool(on)) => Ok(Some(*on)),
-        Some(_) => Err(format!("attribute `{name}` is not a boolean")),
-    };
-    let device_attr = match item.get("deviceAttr") {
-        None | Some(AttributeValue::Null(_)) => Default::default(),
-        Some(AttributeValue::M(map)) => map
-            .iter()
-            .map(|(name, value)| match value {
-                AttributeValue::Bool(on) => Ok((name.clone(), *on)),
-                _ => Err(format!("deviceAttr.{name} is not a boolean")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("attribute `deviceAttr` is not a map".to_owned()),
-    };
-    let size = match text("size")? {
-        Some(size) => Some(
-            size.parse()
-                .map_err(|_| format!("size `{size}` is not a byte count"))?,
-        ),
-        None => None,
-    };
-    let app = required("app")?;
-    let channel = required("env")?;
-    let context = |error: String| format!("{app} on {channel}: {error}");
-    Ok(Rule {
-        version: required("version").map_err(context)?,
-        url: required("url").map_err(context)?,
-        md5: required("md5").map_err(context)?,
-        cpu_arch: text("cpuArch").map_err(context)?,
-        device_attr,
-        size,
-        sha256: text("sha256").map_err(context)?,
-        enabled: flag("enabled").map_err(context)?.unwrap_or(true),
-        mandatory: flag("mandatory").map_err(context)?.unwrap_or(false),
-        created_at: text("createdAt").map_err(context)?,
-        segment: segment_from_item(item.get("segment")).map_err(context)?,
-        deflate_level: match text("deflateLevel").map_err(context)? {
-            Some(level) => Some(
-                level
-                    .parse()
-                    .map_err(|_| context(format!("deflateLevel `{level}` is not a number")))?,
-            ),
-            None => None,
-        },
-        app,
-        channel,
-    })
-}
-
-/// Reads the `segment` map written by [`item_from_rule`].
-fn segment_from_item(value: Option<&AttributeValue>) -> Result<Option<SegmentRef>, String> {
-    let map = match value {
-        None | Some(AttributeValue::Null(_)) => return Ok(None),
-        Some(AttributeValue::M(map)) => map,
-        Some(_) => return Err("attribute `segment` is not a map".to_owned()),
-    };
-    let text = |name: &str| match map.get(name) {
-        Some(AttributeValue::S(text)) => Ok(text.clone()),
-        _ => Err(format!("segment.{name} is not a string")),
-    };
-    let number = |name: &str| match map.get(name) {
-        Some(AttributeValue::N(number)) => number
-            .parse::<u64>()
-            .map_err(|_| format!("segment.{name} `{number}` is not a whole number")),
-        _ => Err(format!("segment.{name} is not a number")),
-    };
-    Ok(Some(SegmentRef {
-        url: text("url")?,
-        size: number("size")?,
-        crc32: u32::try_from(number("crc32")?)
-            .map_err(|_| "segment.crc32 is over 32 bits".to_owned())?,
-        md5: text("md5")?,
-        bytes_crc32: u32::try_from(number("bytesCrc32")?)
-            .map_err(|_| "segment.bytesCrc32 is over 32 bits".to_owned())?,
-        format: text("format")?,
-    }))
-}
-
-fn item_from_rule(rule: &Rule) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        ("app".to_owned(), AttributeValue::S(rule.app.clone())),
-        ("env".to_owned(), AttributeValue::S(rule.channel.clone())),
-        (
-            "version".to_owned(),
-            AttributeValue::S(rule.version.clone()),
-        ),
-        // The sample's items carry `ident`; ours hold the binary's name there.
-        ("ident".to_owned(), AttributeValue::S(rule.file_name())),
-        ("url".to_owned(), AttributeValue::S(rule.url.clone())),
-        ("md5".to_owned(), AttributeValue::S(rule.md5.clone())),
-        ("enabled".to_owned(), AttributeValue::Bool(rule.enabled)),
-    ]);
-    let mut optional = |name: &str, value: Option<AttributeValue>| {
-        if let Some(value) = value {
-            item.insert(name.to_owned(), value);
-        }
-    };
-    optional("cpuArch", rule.cpu_arch.clone().map(AttributeValue::S));
-    optional("sha256", rule.sha256.clone().map(AttributeValue::S));
-    optional(
-        "size",
-        rule.size.map(|size| AttributeValue::N(size.to_string())),
-    );
-    optional("createdAt", rule.created_at.clone().map(AttributeValue::S));
-    optional(
-        "deflateLevel",
-        rule.deflate_level
-            .map(|level| AttributeValue::N(level.to_string())),
-    );
-    optional(
-        "mandatory",
-        rule.mandatory.then_some(AttributeValue::Bool(true)),
-    );
-    optional(
-        "deviceAttr",
-        (!rule.device_attr.is_empty()).then(|| {
-            AttributeValue::M(
-                rule.device_attr
-                    .iter()
-                    .map(|(name, on)| (name.clone(), AttributeValue::Bool(*on)))
-                    .collect(),
-            )
-        }),
-    );
-    optional(
-        "segment",
-        rule.segment.as_ref().map(|segment| {
-            AttributeValue::M(HashMap::from([
-                ("url".to_owned(), AttributeValue::S(segment.url.clone())),
-                (
-                    "size".to_owned(),
-                    AttributeValue::N(segment.size.to_string()),
-                ),
-                (
-                    "crc32".to_owned(),
-                    AttributeValue::N(segment.crc32.to_string()),
-                ),
-                ("md5".to_owned(), AttributeValue::S(segment.md5.clone())),
-                (
-                    "bytesCrc32".to_owned(),
-                    AttributeValue::N(segment.bytes_crc32.to_string()),
-                ),
-                (
-                    "format".to_owned(),
-                    AttributeValue::S(segment.format.clone()),
-                ),
-            ]))
-        }),
-    );
-    item
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_rule_field_survives_the_table() {
-        let rule = Rule {
-            app: "scoreboard".to_owned(),
-            channel: "prod".to_owned(),
-            version: "1.0.0".to_owned(),
-            url: "s3://ota-binaries/scoreboard_1.0.0".to_owned(),
-            md5: "0123456789abcdef0123456789abcdef".to_owned(),
-            cpu_arch: Some("armv8".to_owned()),
-            device_attr: [("gamer".to_owned(), true), ("camera".to_owned(), false)].into(),
-            size: Some(65_536),
-            sha256: Some("ab".repeat(32)),
-            enabled: false,
-            mandatory: true,
-            created_at: Some("2026-01-02T03:04:05Z".to_owned()),
-            segment: Some(SegmentRef {
-                url: "s3://ota-binaries/scoreboard_1.0.0.0a1b2c3d.deflate".to_owned(),
-                size: 65_612,
-                crc32: u32::MAX,
-                md5: "fedcba9876543210fedcba9876543210".to_owned(),
-                bytes_crc32: 0x1234_5678,
-                format: "fleetpack-archive/1".to_owned(),
-            }),
-            deflate_level: Some(0),
-        };
-        let item = item_from_rule(&rule);
-        assert_eq!(
-            item["ident"],
-            AttributeValue::S("scoreboard_1.0.0".to_owned())
-        );
-        assert_eq!(rule_from_item(&item), Ok(rule));
-    }
-
-    #[test]
-    fn an_item_written_by_the_sample_reads_as_a_rule() {
-        let item = HashMap::from([
-            (
-                "app".to_owned(),
-                AttributeValue::S("videoStreamer".to_owned()),
-            ),
-            ("env".to_owned(), AttributeValue::S("prod".to_owned())),
-            ("version".to_owned(), AttributeValue::S("0.0.1".to_owned())),
-            (
-                "ident".to_owned(),
-                AttributeValue::S("videoStreamer_0.0.1".to_owned()),
-            ),
-            (
-                "url".to_owned(),
-                AttributeValue::S("s3://b-1/videoStreamer_0.0.1".to_owned()),
-            ),
-            (
-                "md5".to_owned(),
-                AttributeValue::S("0123456789abcdef0123456789abcdef".to_owned()),
-            ),
-            (
-                "deviceAttr".to_owned(),
-                AttributeValue::M(HashMap::from([
-                    ("camera".to_owned(), AttributeValue::Bool(true)),
-                    ("gamer".to_owned(), AttributeValue::Bool(true)),
-                ])),
-            ),
-        ]);
-        let rule = rule_from_item(&item).expect("a rule");
-        assert_eq!(rule.app, "videoStreamer");
-        assert_eq!(rule.channel, "prod");
-        assert_eq!(rule.device_attr.len(), 2);
-        assert!(rule.enabled && rule.size.is_none() && rule.segment.is_none());
-        let mut broken = item.clone();
-        broken.insert(
-            "deviceAttr".to_owned(),
-            AttributeValue::S("gamer".to_owned()),
-        );
-        assert_eq!(
-            rule_from_item(&broken),
-            Err("attribute `deviceAttr` is not a map".to_owned())
-        );
     }
 }

@@ -1,0 +1,113 @@
+//! MD5, SHA-256 and CRC-32 of binaries and segments, computed as their bytes pass.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Digests and length of a binary or a segment, as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDigests {
+    pub md5: String,
+    pub sha256: String,
+    /// CRC-32 of the bytes: what a stored segment is checked against as it is sent.
+    pub crc32: u32,
+    pub size: u64,
+}
+
+/// Every digest of [`ObjectDigests`] at once, fed as the bytes go by.
+#[derive(Debug, Clone, Default)]
+pub struct Digester {
+    md5: Md5,
+    sha256: Sha256,
+    crc32: crc32fast::Hasher,
+    size: u64,
+}
+
+impl Digester {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.md5.update(bytes);
+        self.sha256.update(bytes);
+        self.crc32.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    pub fn finish(self) -> ObjectDigests {
+        ObjectDigests {
+            md5: hex::encode(self.md5.finalize()),
+            sha256: hex::encode(self.sha256.finalize()),
+            crc32: self.crc32.finalize(),
+            size: self.size,
+        }
+    }
+}
+
+/// Reads the file at `path` once and returns its digests and length.
+pub fn digest_file(path: &Path) -> io::Result<ObjectDigests> {
+    let mut file = File::open(path)?;
+    let mut digester = Digester::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let read = file.read(&mut buf)?;
+        if read == 0 {
+            return Ok(digester.finish());
+        }
+        digester.update(&buf[..read]);
+    }
+}
+
+/// Passes reads or writes through to `inner`, digesting the bytes on the way, so that
+/// a publish learns a binary's digests in the same pass that compresses it.
+#[derive(Debug)]
+pub(crate) struct Digesting<T> {
+    pub inner: T,
+    pub digester: Digester,
+}
+
+impl<T> Digesting<T> {
+    pub fn new(inner: T) -> Self {
+        Digesting {
+            inner,
+            digester: Digester::default(),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Digesting<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        self.digester.update(read);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Digesting<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.digester.update(&buf[..written]);
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

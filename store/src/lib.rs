@@ -1,0 +1,159 @@
+//! fleetpack's stores and what is written to them: where rules and binaries live (the
+//! [`Store`] trait, a local directory or DynamoDB + S3, opened from settings by
+//! [`StoreOptions`]), the bytes of a package ([`archive`], [`splice`]), publishing
+//! ([`publish`], with the [`demo`] fleet) and which stored rules a store can serve
+//! ([`rule_set`]).
+//!
+//! Shared by the origin, which reads, and `fleetpack-seed`, which writes. Invariant: a
+//! rule is written only after its binary and segment are stored, so no reader ever
+//! sees a rule whose bytes are missing.
+
+pub mod archive;
+mod aws;
+pub mod demo;
+mod digest;
+mod local;
+mod logging;
+mod object;
+mod open;
+pub mod publish;
+pub mod splice;
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+
+use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleSet};
+
+pub use aws::{AwsStore, Created, ItemError};
+pub use digest::ObjectDigests;
+pub use local::LocalStore;
+pub use logging::init_logging;
+pub use object::{Blocks, StoreObject};
+pub use open::{AnyStore, Initialized, StoreChoice, StoreConfigError, StoreKind, StoreOptions};
+
+/// Called with the bytes uploaded so far while a binary is stored.
+pub type Progress = dyn Fn(u64) + Send + Sync;
+
+/// The cause of a failed call to a cloud service, as the service's SDK reported it.
+pub type ServiceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failed store operation. Messages name the object or file involved; they are for
+/// operators and logs, never sent to devices.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object `{key}` is not in the store")]
+    MissingObject { key: String },
+    #[error("{action} `{}`", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("rules file `{}` is not valid JSON of rules", path.display())]
+    BadRulesFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{action}")]
+    Service {
+        action: String,
+        #[source]
+        source: ServiceError,
+    },
+    #[error("object `{key}` is {actual} bytes long, too short for {wanted} bytes")]
+    ShortObject {
+        key: String,
+        wanted: u64,
+        actual: u64,
+    },
+    #[error(
+        "the rule for app `{app}` on `{channel}` changed while it was being published; run the publish again"
+    )]
+    Conflict { app: String, channel: String },
+}
+
+impl StoreError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// An opaque token that changes whenever the stored rules change.
+pub type RulesStamp = String;
+
+/// Rules and binaries, read by the origin and written by `seed`.
+pub trait Store: Send + Sync + 'static {
+    /// One line naming the store, for logs and `/readyz`.
+    fn describe(&self) -> String;
+
+    /// Every stored rule, including disabled and invalid ones.
+    fn load_rules(&self) -> impl Future<Output = Result<Vec<Rule>, StoreError>> + Send;
+
+    /// A token that changes when the rules change, or `None` when the store cannot tell
+    /// cheaply (then the origin reloads on every refresh).
+    fn rules_stamp(&self) -> impl Future<Output = Result<Option<RulesStamp>, StoreError>> + Send;
+
+    /// Whether this store can serve `object` (the AWS store serves one bucket). Rules
+    /// naming other objects are left out of the snapshot.
+    fn holds(&self, object: &ObjectLocation) -> bool {
+        let _ = object;
+        true
+    }
+
+    /// Opens a binary for streaming.
+    fn open_object(
+        &self,
+        object: &ObjectLocation,
+    ) -> impl Future<Output = Result<StoreObject, StoreError>> + Send;
+
+    /// Opens `len` bytes of a stored object from `offset` on, for Range requests and
+    /// spliced packages. Fails when the object is shorter.
+    fn open_object_range(
+        &self,
+        object: &ObjectLocation,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<StoreObject, StoreError>> + Send;
+
+    /// Where this store keeps the object with `key`.
+    fn location(&self, key: &str) -> ObjectLocation;
+
+    /// The MD5 of a stored object, or `None` when there is no such object.
+    fn object_md5(
+        &self,
+        object: &ObjectLocation,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Stores the file at `source` as `object`, replacing nothing: the caller has checked
+    /// that the object is absent.
+    fn put_object(
+        &self,
+        object: &ObjectLocation,
+        source: PathBuf,
+        digests: &ObjectDigests,
+        progress: &Progress,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes `rule`, replacing the rule for the same app and channel (ignoring letter
+    /// case). Returns the rule it replaced.
+    fn put_rule(&self, rule: Rule)
+    -> impl Future<Output = Result<Option<Rule>, StoreError>> + Send;
+}
+
+/// The stored rules that `store` can serve, indexed, and the others with the reason: the
+/// one place where the origin's snapshot and `fleetpack-seed list` and `resolve` get
+/// them from, so that they never disagree on what is served.
+pub fn rule_set<S: Store>(store: &S, stored: Vec<Rule>) -> (RuleSet, Vec<Rejected>) {
+    RuleSet::build_holding(stored, |object| store.holds(object))
+}
