@@ -145,7 +145,7 @@ async fn failed_refresh_keeps_serving_the_last_good_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_naming_another_bucket_are_left_out() {
+async fn rules_naming_another_bucket_are_left_out_by_the_origin_and_seed_alike() {
     let (table, bucket) = aws_names();
     let store = aws_store(&table, &bucket).await;
     for (_, outcome) in publish_demo(&store, DEMO_SIZE).await.expect("publish") {
@@ -174,8 +174,8 @@ async fn rules_naming_another_bucket_are_left_out() {
         .expect("put foreign rule");
     let origin = Origin::serve(TestStore::Aws {
         store,
-        table,
-        bucket,
+        table: table.clone(),
+        bucket: bucket.clone(),
     })
     .await;
     let report = origin.get("/readyz").await.json();
@@ -185,6 +185,66 @@ async fn rules_naming_another_bucket_are_left_out() {
         .get("/package?cpuArch=mips&scoreboard=nightly")
         .await
         .assert_error(StatusCode::NOT_FOUND, "no deployment package found");
+
+    // The operator's preview agrees with the origin: the foreign rule is not served, so
+    // pinning scoreboard to its channel leaves scoreboard out.
+    let query = "cpuArch=armv8&scoreboard=nightly&payloadType=metadataOnly";
+    let served = origin.get(&format!("/package?{query}")).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert!(
+        served.json().get("scoreboard").is_none(),
+        "{}",
+        served.text()
+    );
+    let resolved = seed(&table, &bucket, &["resolve", query]);
+    assert_eq!(
+        resolved.status.code(),
+        Some(0),
+        "{}",
+        text(&resolved.stderr)
+    );
+    assert!(
+        text(&resolved.stdout).ends_with(served.text()),
+        "seed: {}\norigin: {}",
+        text(&resolved.stdout),
+        served.text()
+    );
+    assert!(
+        text(&resolved.stdout).contains(&format!("ETag {}", served.etag())),
+        "{}",
+        text(&resolved.stdout)
+    );
+    assert!(
+        text(&resolved.stderr).contains(
+            "rule scoreboard on nightly is not served: url `s3://someone-elses-bucket/scoreboard_9.0.0` names an object this store does not hold"
+        ),
+        "{}",
+        text(&resolved.stderr)
+    );
+    // An item that is not a rule is skipped by both, and seed says so on stderr.
+    dynamodb_client()
+        .await
+        .put_item()
+        .table_name(&table)
+        .item("app", AttributeValue::S("junk".to_owned()))
+        .item("env", AttributeValue::S("prod".to_owned()))
+        .send()
+        .await
+        .expect("put an item that is not a rule");
+    let listed = seed(&table, &bucket, &["list"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stderr).contains("item is not a rule; left out")
+            && text(&listed.stderr).contains("attribute `version` is missing"),
+        "{}",
+        text(&listed.stderr)
+    );
+    let nightly: Vec<&str> = text(&listed.stdout)
+        .lines()
+        .filter(|line| line.starts_with("scoreboard") && line.contains("nightly"))
+        .collect();
+    assert_eq!(nightly.len(), 1, "{}", text(&listed.stdout));
+    assert!(nightly[0].contains("not served: url"), "{}", nightly[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,7 +436,12 @@ pub fn command(name: &str) -> Command {
         .and_then(|meta| meta.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for source in ["origin/src", "seed/src", "resolver/src"] {
+    let own = match name {
+        "fleetpack-origin" => "origin/src",
+        "fleetpack-seed" => "seed/src",
+        _ => panic!("{name} is not a binary of the workspace"),
+    };
+    for source in [own, "store/src", "resolver/src"] {
         if let Some((newest, changed)) = newest_file(&workspace.join(source)) {
             assert!(
                 changed <= built,
