@@ -1,4 +1,4 @@
-//! The origin over real HTTP: the device API of DESIGN.md against the demo fleet, with
+//! The origin over real HTTP: the device API README.md documents, against the demo fleet, with
 //! packages read by GNU tar and Python's tarfile, and the built `fleetpack-origin` and
 //! `fleetpack-seed` binaries (run `cargo build --workspace --bins` first).
 

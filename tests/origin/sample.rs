@@ -1,5 +1,5 @@
 //! The AWS sample README's requests, answered as the sample answers them, with the
-//! headers DESIGN.md fixes.
+//! headers README.md documents.
 
 use crate::decode::{Member, decode_both};
 use crate::harness::{

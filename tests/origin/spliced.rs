@@ -1,6 +1,6 @@
 //! Full payloads spliced from the segments stored at publish time: one gzip member with
 //! an exact length, byte for byte what the live path compresses, and single ranges for
-//! resumable downloads (DESIGN.md "Going beyond the sample", SPLICING.md).
+//! resumable downloads (docs/splicing.md).
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::harness::{
 };
 use crate::segments::find;
 
-/// gzip header of every package (SPLICING.md): deflate, no flags, MTIME 0, OS 255.
+/// gzip header of every package (docs/splicing.md): deflate, no flags, MTIME 0, OS 255.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// The empty final deflate block with fixed codes, just before the 8-byte trailer.
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
