@@ -37,21 +37,31 @@ if [[ -z $exe ]]; then
     exit 1
 fi
 
-printf '%-36s %8s %5s %15s %12s\n' case rules tags instructions 'per request'
+printf '%-44s %8s %8s %5s %15s %12s\n' case rules releases tags instructions 'per request'
+count() {
+    local rules=$1 history=$2 tags=$3
+    local case=metadata_path_${rules}_rules_${history}_releases_${tags}_tags
+    LD_PRELOAD=$fixed_random FLEETPACK_INSTRUCTIONS_RULES=$rules \
+        FLEETPACK_INSTRUCTIONS_HISTORY=$history FLEETPACK_INSTRUCTIONS_TAGS=$tags \
+        FLEETPACK_INSTRUCTIONS_ITERATIONS=$iterations \
+        valgrind --tool=callgrind --collect-atstart=no '--toggle-collect=*::counted' \
+        --callgrind-out-file="$out/$case.out" --log-file="$out/$case.log" \
+        "$exe" >/dev/null
+    local total
+    total=$(sed -n 's/^totals: *//p' "$out/$case.out")
+    if [[ -z $total || $total == 0 ]]; then
+        echo "callgrind.sh: nothing counted for $case; see $out/$case.log" >&2
+        exit 1
+    fi
+    printf '%-44s %8s %8s %5s %15s %12s\n' "$case" "$rules" "$history" "$tags" "$total" \
+        "$((total / iterations))"
+}
 for rules in 10 1000 100000; do
     for tags in 0 256; do
-        case=metadata_path_${rules}_rules_${tags}_tags
-        LD_PRELOAD=$fixed_random FLEETPACK_INSTRUCTIONS_RULES=$rules \
-            FLEETPACK_INSTRUCTIONS_TAGS=$tags FLEETPACK_INSTRUCTIONS_ITERATIONS=$iterations \
-            valgrind --tool=callgrind --collect-atstart=no '--toggle-collect=*::counted' \
-            --callgrind-out-file="$out/$case.out" --log-file="$out/$case.log" \
-            "$exe" >/dev/null
-        total=$(sed -n 's/^totals: *//p' "$out/$case.out")
-        if [[ -z $total || $total == 0 ]]; then
-            echo "callgrind.sh: nothing counted for $case; see $out/$case.log" >&2
-            exit 1
-        fi
-        printf '%-36s %8s %5s %15s %12s\n' "$case" "$rules" "$tags" "$total" \
-            "$((total / iterations))"
+        count "$rules" 1 "$tags"
     done
+done
+# Releases kept per app and channel: the cost must not grow with them.
+for tags in 0 256; do
+    count 1000 50 "$tags"
 done

@@ -5,7 +5,8 @@
 //! Requests run in the `#[inline(never)]` function `counted`, so callgrind counts it
 //! alone (`--toggle-collect`), never the setup (building up to 100,000 rules). With
 //! `FLEETPACK_INSTRUCTIONS_RULES` and `FLEETPACK_INSTRUCTIONS_TAGS` set, this binary builds
-//! that fleet and header and calls `counted` `FLEETPACK_INSTRUCTIONS_ITERATIONS` times
+//! that fleet (with `FLEETPACK_INSTRUCTIONS_HISTORY` releases kept per app and channel,
+//! default 1) and header and calls `counted` `FLEETPACK_INSTRUCTIONS_ITERATIONS` times
 //! (default 1000); without them, as under `cargo bench`, it runs every fleet size with 0
 //! and 256 tags once as a check and prints one line.
 
@@ -17,7 +18,8 @@ use std::hint::black_box;
 use fleetpack_resolver::RuleSet;
 
 use fleet::{
-    FLEET_SIZES, TYPICAL_QUERY, header_lines, metadata_request, rule_set, typical_if_none_match,
+    FLEET_SIZES, TYPICAL_QUERY, header_lines, metadata_request, rule_set, rule_set_with_history,
+    typical_if_none_match,
 };
 
 /// One request; returns the body's length (0 for 304).
@@ -53,7 +55,8 @@ fn main() {
         return;
     };
     let iterations = number("FLEETPACK_INSTRUCTIONS_ITERATIONS").unwrap_or(1000);
-    let rules = rule_set(size);
+    let history = number("FLEETPACK_INSTRUCTIONS_HISTORY").unwrap_or(1);
+    let rules = rule_set_with_history(size, history);
     let header = typical_if_none_match(&rules, tags);
     let lines = header_lines(&header);
     // One request outside the counted function pays one-time costs (the hash maps'
@@ -62,5 +65,5 @@ fn main() {
     for _ in 0..iterations {
         black_box(counted(black_box(&rules), black_box(&lines)));
     }
-    println!("{size} rules, {tags} tags: {iterations} iterations");
+    println!("{size} rules, {history} releases each, {tags} tags: {iterations} iterations");
 }

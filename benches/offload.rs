@@ -5,8 +5,9 @@
 //! `If-None-Match` quoted or bare, in any order. The same devices run twice, with an
 //! empty cache each time: once as sent, once rewritten into the cache key form that the
 //! CloudFront Function applies (`canonical_query`, `canonical_if_none_match`, which
-//! the function matches on the shared vectors). It prints how many requests reached the
-//! origin in each run.
+//! the function matches on the shared vectors). A third run starts two staged rollouts
+//! and gives every device a `deviceKey` of its own, which the function turns into the
+//! device's cohorts. It prints how many requests reached the origin in each run.
 //!
 //! `cargo bench --bench offload` (needs nginx: `apt-get install nginx`);
 //! `FLEET_DEVICES=20000` for a shorter run.
@@ -21,8 +22,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fleetpack_origin::config::{OriginSecret, ServeConfig};
-use fleetpack_resolver::{DeviceQuery, RuleSet, canonical_if_none_match, canonical_query};
-use fleetpack_store::demo::publish_demo;
+use fleetpack_resolver::{
+    DeviceQuery, RolloutState, RuleSet, canonical_if_none_match, canonical_query,
+};
+use fleetpack_store::demo::{DemoRelease, publish_demo, write_demo_binary};
+use fleetpack_store::publish::{Release, publish};
 use fleetpack_store::{LocalStore, Store};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -71,7 +75,7 @@ async fn simulate(devices: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = LocalStore::open(dir.path()).expect("store");
     publish_demo(&store, BINARY_SIZE).await.expect("demo fleet");
-    let (rules, _) = RuleSet::build(store.load_rules().await.expect("rules"));
+    let (rules, _) = RuleSet::build_holding(store.load_rules().await.expect("rules"), |_| true);
     let configurations = configurations(&rules);
     let requests = devices_of(&configurations, devices);
 
@@ -83,7 +87,7 @@ async fn simulate(devices: usize) {
     };
     tokio::spawn(fleetpack_origin::run(
         listener,
-        store,
+        store.clone(),
         config,
         std::future::pending(),
     ));
@@ -94,27 +98,123 @@ async fn simulate(devices: usize) {
     );
     println!("| cache key | distinct keys | reached the origin | share | cache hits | time |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, normalize) in [("as sent", false), ("normalized", true)] {
-        let sent: Vec<DeviceRequest> = if normalize {
-            requests.iter().map(normalized).collect()
-        } else {
-            requests.clone()
+    measure("as sent", origin, requests.clone()).await;
+    let normalized_requests = requests
+        .iter()
+        .map(|request| normalized(request, &[]))
+        .collect();
+    measure("normalized", origin, normalized_requests).await;
+
+    let rollouts = start_rollouts(&store, origin).await;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let keyed: Vec<DeviceRequest> = requests
+        .iter()
+        .map(|request| with_device_key(&mut rng, request))
+        .map(|request| normalized(&request, &rollouts))
+        .collect();
+    measure(
+        "normalized, 2 rollouts in progress, a key per device",
+        origin,
+        keyed,
+    )
+    .await;
+}
+
+/// Sends `requests` through a fresh CDN (an empty cache) and prints one table row.
+async fn measure(name: &str, origin: SocketAddr, requests: Vec<DeviceRequest>) {
+    let devices = requests.len();
+    let distinct_keys = requests
+        .iter()
+        .map(|request| (request.query.as_str(), request.if_none_match.as_deref()))
+        .collect::<HashSet<_>>()
+        .len();
+    let cdn = Cdn::start(origin, SECRET);
+    let started = Instant::now();
+    let misses = run_devices(cdn.addr, requests).await;
+    let elapsed = started.elapsed();
+    println!(
+        "| {name} | {distinct_keys} | {misses} | {:.2}% | {:.2}% | {:.1} s |",
+        100.0 * misses as f64 / devices as f64,
+        100.0 * (devices - misses) as f64 / devices as f64,
+        elapsed.as_secs_f64()
+    );
+}
+
+/// Publishes two candidates as staged rollouts (the prod OS image for armv8 to 10% of
+/// devices, scoreboard to 5%), waits until the origin serves them, and returns the
+/// state the CDN's function gets.
+async fn start_rollouts(store: &LocalStore, origin: SocketAddr) -> Vec<RolloutState> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (app, version, attributes, percent) in [
+        ("os_armv8", "1.2.0", &[][..], 10),
+        ("scoreboard", "1.1.0", &["gamer"][..], 5),
+    ] {
+        let demo = DemoRelease {
+            app,
+            channel: "prod",
+            version,
+            cpu_arch: None,
+            attributes,
         };
-        let distinct_keys = sent
-            .iter()
-            .map(|request| (request.query.as_str(), request.if_none_match.as_deref()))
-            .collect::<HashSet<_>>()
-            .len();
-        let cdn = Cdn::start(origin, SECRET);
-        let started = Instant::now();
-        let misses = run_devices(cdn.addr, sent).await;
-        let elapsed = started.elapsed();
-        println!(
-            "| {name} | {distinct_keys} | {misses} | {:.2}% | {:.2}% | {:.1} s |",
-            100.0 * misses as f64 / devices as f64,
-            100.0 * (devices - misses) as f64 / devices as f64,
-            elapsed.as_secs_f64()
-        );
+        let path = dir.path().join(app);
+        write_demo_binary(&demo, BINARY_SIZE, &path).expect("binary");
+        let release = Release {
+            attributes: attributes.iter().map(|name| (*name).to_owned()).collect(),
+            rollout: Some(percent),
+            ..Release::new(app, "prod", version)
+        };
+        publish(store, &release, &path, &|_| {})
+            .await
+            .expect("publish a candidate");
+    }
+    let (rules, _) = RuleSet::build_holding(store.load_rules().await.expect("rules"), |_| true);
+    let rollouts: Vec<RolloutState> = rules
+        .rollouts()
+        .map(|(id, percent)| RolloutState {
+            id: id.to_owned(),
+            percent,
+        })
+        .collect();
+    assert_eq!(rollouts.len(), 2);
+    // The origin reloads the rules within a second; until then it serves none of them.
+    let probe = format!(
+        "/package?cpuArch=armv8&payloadType=metadataOnly&cohort={}",
+        rollouts[0].id
+    );
+    let mut sender = connect(origin).await;
+    for _ in 0..100 {
+        let request = Request::builder()
+            .uri(probe.as_str())
+            .header("host", origin.to_string())
+            .header("x-origin-verify", SECRET)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        if String::from_utf8_lossy(&body).contains("1.2.0") {
+            return rollouts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the origin did not serve the rollouts");
+}
+
+/// `request` from a device that made itself a random key, placed among its parameters.
+fn with_device_key(rng: &mut ChaCha8Rng, request: &DeviceRequest) -> DeviceRequest {
+    let key = format!("{:016x}", rng.next_u64());
+    let query = if uniform(rng) < 0.5 {
+        format!("deviceKey={key}&{}", request.query)
+    } else {
+        format!("{}&deviceKey={key}", request.query)
+    };
+    DeviceRequest {
+        query,
+        if_none_match: request.if_none_match.clone(),
     }
 }
 
@@ -246,9 +346,9 @@ fn device_request(rng: &mut ChaCha8Rng, configuration: &Configuration) -> Device
     }
 }
 
-/// What the CloudFront Function makes of a request.
-fn normalized(request: &DeviceRequest) -> DeviceRequest {
-    let query = canonical_query(&request.query).unwrap_or_else(|| request.query.clone());
+/// What the CloudFront Function makes of a request, with `rollouts` in progress.
+fn normalized(request: &DeviceRequest, rollouts: &[RolloutState]) -> DeviceRequest {
+    let query = canonical_query(&request.query, rollouts).unwrap_or_else(|| request.query.clone());
     // An empty canonical form drops the header; `None` forwards it as sent.
     let if_none_match =
         request

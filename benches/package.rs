@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleetpack_resolver::{DeviceQuery, IfNoneMatch, PackagePlan, RuleSet};
+use fleetpack_resolver::{DeviceRequest, RuleSet};
 use fleetpack_store::archive::{PackageObject, write_package};
 use fleetpack_store::demo::{DemoRelease, write_demo_binary};
 use fleetpack_store::publish::{Release, publish};
@@ -33,23 +33,20 @@ fn assembly(c: &mut Criterion) {
             let path = dir.path().join(app);
             write_demo_binary(&demo, BINARY_SIZE, &path).expect("binary");
             let release = Release {
-                app: app.to_owned(),
-                channel: "prod".to_owned(),
-                version: "1.0.0".to_owned(),
-                cpu_arch: None,
                 attributes: vec!["bench".to_owned()],
-                mandatory: false,
-                enabled: true,
+                ..Release::new(app, "prod", "1.0.0")
             };
             publish(&store, &release, &path, &|_| {})
                 .await
                 .expect("publish");
         }
     });
-    let (rules, _) = RuleSet::build(runtime.block_on(store.load_rules()).expect("rules"));
-    let query = DeviceQuery::parse("cpuArch=bench&attrBench=prod").expect("query");
-    let selection = rules.resolve(&query).expect("selection");
-    let plan = PackagePlan::new(&selection, &IfNoneMatch::default(), query.payload());
+    let (rules, _) =
+        RuleSet::build_holding(runtime.block_on(store.load_rules()).expect("rules"), |_| {
+            true
+        });
+    let request = DeviceRequest::parse("cpuArch=bench&attrBench=prod", []).expect("request");
+    let plan = rules.answer(&request).expect("a package");
     let spliced = runtime
         .block_on(Spliced::plan(plan.details_json(), plan.to_send()))
         .expect("plan")

@@ -13,8 +13,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fleetpack_resolver::{
-    DeviceQuery, IfNoneMatch, ObjectLocation, PackagePlan, PayloadType, Reason, Rule, Selected,
-    Selection,
+    DeviceQuery, IfNoneMatch, ObjectLocation, PackagePlan, PayloadType, Rule, Served,
 };
 
 use fleet::{
@@ -107,33 +106,26 @@ fn render_metadata(c: &mut Criterion) {
     let if_none_match = IfNoneMatch::default();
     for apps in [4, 32] {
         let rules = prod_rules(apps);
-        let selection = Selection {
-            items: rules
-                .iter()
-                .map(|(rule, object)| Selected {
-                    rule,
-                    object,
-                    reason: Reason::Attribute,
-                })
-                .collect(),
-        };
-        assert_eq!(selection.items.len(), apps);
+        let served: Vec<Served<'_>> = rules
+            .iter()
+            .map(|(rule, object)| Served {
+                rule,
+                object,
+                installed: None,
+                mandatory: rule.mandatory,
+                downgrade: false,
+            })
+            .collect();
+        assert_eq!(served.len(), apps);
         group.throughput(Throughput::Elements(apps as u64));
-        group.bench_with_input(
-            BenchmarkId::new("apps", apps),
-            &selection,
-            |b, selection| {
-                b.iter(|| {
-                    let plan = PackagePlan::new(
-                        black_box(selection),
-                        &if_none_match,
-                        PayloadType::MetadataOnly,
-                    );
-                    black_box((plan.details_json(), plan.etag()));
-                    plan
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("apps", apps), &served, |b, served| {
+            b.iter(|| {
+                let plan =
+                    PackagePlan::new(black_box(served), &if_none_match, PayloadType::MetadataOnly);
+                black_box((plan.details_json(), plan.etag()));
+                plan
+            })
+        });
     }
     group.finish();
 }

@@ -1,29 +1,39 @@
-// Runs the CloudFront Function of cloudformation/fleetpack.yaml (CacheKeyFunction)
-// against tests/cache_key_vectors.json, the cases the resolver's canonical form is
-// checked against too (resolver/src/cache_key.rs). The function is taken from the
-// template itself, so what is tested is what is deployed.
+// Runs the CloudFront Function of cloudformation/fleetpack.yaml (CacheKeyFunction). The
+// function is taken from the template itself, so what is tested is what is deployed;
+// the rollout state the stack puts into it (`${RolloutState}`) is each case's own.
 //
 //   node tests/cache_key_function.mjs cloudformation/fleetpack.yaml tests/cache_key_vectors.json
+//     checks the function against the shared vectors, the cases the resolver's canonical
+//     form is checked against too (resolver/src/cache_key.rs);
+//   node tests/cache_key_function.mjs cloudformation/fleetpack.yaml --evaluate inputs.json
+//     prints the function's rewrite of every input as JSON, for the differential test
+//     against the resolver (resolver/tests/cdn_function.rs). inputs.json holds
+//     [{"rollouts": [...], "queries": [...], "ifNoneMatch": [...]}, ...]; the output
+//     holds [{"queries": [...], "ifNoneMatch": [...]}, ...], each rewrite as
+//     rewrittenQuery and rewrittenHeader below describe it.
 
+import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { runInNewContext } from 'node:vm';
+import { createContext, runInContext, runInNewContext } from 'node:vm';
 import { deepStrictEqual } from 'node:assert';
 
 // CloudFront's limit on a function's code.
 const MAX_FUNCTION_BYTES = 10240;
+// Where CloudFormation's Fn::Sub puts the stack's RolloutState parameter.
+const STATE_PLACEHOLDER = '${RolloutState}';
+// Rollouts as a busy fleet has them in progress, for the code size check.
+const TWENTY_ROLLOUTS = Array.from({ length: 20 }, (_, n) =>
+  ({ id: crypto.createHash('sha256').update(`rollout ${n}`).digest('hex').slice(0, 8), percent: 10 + n }));
 
-const [templatePath, vectorsPath] = process.argv.slice(2);
+const [templatePath, ...rest] = process.argv.slice(2);
 const code = functionCode(readFileSync(templatePath, 'utf8'));
-const vectors = JSON.parse(readFileSync(vectorsPath, 'utf8'));
-const failures = [];
-let checked = 0;
 
-// The literal block under the one `FunctionCode: |` line, with its indentation removed.
+// The literal block under the one `FunctionCode: !Sub |` line, with its indentation removed.
 function functionCode(template) {
   const lines = template.split('\n');
-  const starts = lines.flatMap((line, at) => (/^\s*FunctionCode: \|\s*$/.test(line) ? [at] : []));
+  const starts = lines.flatMap((line, at) => (/^\s*FunctionCode: !Sub \|\s*$/.test(line) ? [at] : []));
   if (starts.length !== 1) {
-    throw new Error(`${templatePath}: expected one 'FunctionCode: |' block, found ${starts.length}`);
+    throw new Error(`${templatePath}: expected one 'FunctionCode: !Sub |' block, found ${starts.length}`);
   }
   const keyIndent = lines[starts[0]].search(/\S/);
   const body = [];
@@ -34,13 +44,35 @@ function functionCode(template) {
     body.push(line);
   }
   const indent = Math.min(...body.filter((line) => line.trim() !== '').map((line) => line.search(/\S/)));
-  return body.map((line) => line.slice(indent)).join('\n');
+  const text = body.map((line) => line.slice(indent)).join('\n');
+  // Fn::Sub would replace any other `${...}` too.
+  if (text.split('${').length !== 2 || !text.includes(STATE_PLACEHOLDER)) {
+    throw new Error(`${templatePath}: the function code must hold '\${' once, in ${STATE_PLACEHOLDER}`);
+  }
+  return text;
+}
+
+// The code as the stack deploys it with this rollout state.
+function deployed(rollouts) {
+  return code.replace(STATE_PLACEHOLDER, () => JSON.stringify(rollouts));
+}
+
+// The globals the function uses: `require` of CloudFront's built-in crypto module.
+function globals() {
+  return {
+    require(name) {
+      if (name !== 'crypto') {
+        throw new Error(`the function may require 'crypto' only, not '${name}'`);
+      }
+      return crypto;
+    },
+  };
 }
 
 // A fresh copy of the function per event, as CloudFront runs it: no state between requests.
-function run(event) {
-  const context = { event };
-  runInNewContext(`${code}\nresult = handler(event);`, context);
+function run(event, rollouts = []) {
+  const context = { ...globals(), event };
+  runInNewContext(`${deployed(rollouts)}\nresult = handler(event);`, context);
   return context.result;
 }
 
@@ -59,59 +91,100 @@ function querystringOf(raw) {
   return Object.fromEntries(entries);
 }
 
-function shown(value) {
-  const text = JSON.stringify(value);
-  return text.length > 120 ? `${text.slice(0, 120)}...` : text;
-}
-
 function event(uri, querystring, headers) {
   return { version: '1.0', context: { eventType: 'viewer-request' }, viewer: { ip: '192.0.2.1' },
     request: { method: 'GET', uri, querystring, headers, cookies: {} } };
 }
 
-function check(what, actual, expected) {
-  checked += 1;
-  try {
-    deepStrictEqual(actual, expected);
-  } catch {
-    failures.push(`${what}: expected ${shown(expected)}, got ${shown(actual)}`);
+// The query the function rewrites a request for `raw` into, or null when it leaves
+// the querystring object CloudFront passed in as it was (forwarded as sent).
+function rewrittenQuery(raw, handle) {
+  const querystring = querystringOf(raw);
+  const request = handle(event('/package', querystring, {}));
+  if (typeof request.querystring === 'string') {
+    return request.querystring;
   }
+  if (request.querystring !== querystring) {
+    throw new Error('the function replaced the querystring object');
+  }
+  return null;
 }
 
-for (const vector of vectors.query) {
-  const querystring = querystringOf(vector.input);
-  const request = run(event('/package', querystring, {}));
-  // A string is the rewritten query; the object CloudFront passed in means "as sent".
-  const canonical = typeof request.querystring === 'string' ? request.querystring : null;
-  check(`query: ${vector.why}`, canonical, vector.canonical);
-  if (canonical === null) {
-    check(`query left as sent: ${vector.why}`, request.querystring === querystring, true);
-  }
-}
-
-for (const vector of vectors.ifNoneMatch) {
-  const sent = { value: vector.input };
-  const request = run(event('/package', querystringOf('cpuArch=armv8'), { 'if-none-match': sent }));
+// The If-None-Match the function rewrites `value` into: '' when it drops the header,
+// null when it leaves it as sent.
+function rewrittenHeader(value, handle) {
+  const sent = { value };
+  const request = handle(event('/package', querystringOf('cpuArch=armv8'), { 'if-none-match': sent }));
   const header = request.headers['if-none-match'];
-  const canonical = header === undefined ? '' : header === sent ? null : header.value;
-  check(`If-None-Match: ${vector.why}`, canonical, vector.canonical);
+  if (header === undefined) {
+    return '';
+  }
+  return header === sent ? null : header.value;
 }
 
-// Header lines that CloudFront merged into multiValue are one list.
-const merged = run(event('/package', querystringOf('cpuArch=armv8'), {
-  'if-none-match': { value: '"B"', multiValue: [{ value: '"B"' }, { value: 'a, b' }] },
-}));
-check('If-None-Match in two lines', merged.headers['if-none-match'].value, 'a,b');
+function checkVectors(vectorsPath) {
+  const vectors = JSON.parse(readFileSync(vectorsPath, 'utf8'));
+  const failures = [];
+  let checked = 0;
+  const check = (what, actual, expected) => {
+    checked += 1;
+    try {
+      deepStrictEqual(actual, expected);
+    } catch {
+      failures.push(`${what}: expected ${shown(expected)}, got ${shown(actual)}`);
+    }
+  };
+  for (const vector of [...vectors.query, ...vectors.queryWithRollouts]) {
+    const canonical = rewrittenQuery(vector.input, (sent) => run(sent, vector.rollouts ?? []));
+    check(`query: ${vector.why}`, canonical, vector.canonical);
+  }
+  for (const vector of vectors.ifNoneMatch) {
+    check(`If-None-Match: ${vector.why}`, rewrittenHeader(vector.input, run), vector.canonical);
+  }
 
-for (const uri of ['/healthz', '/readyz', '/metrics', '/', '/package/']) {
-  check(`${uri} is not served through the CDN`, run(event(uri, {}, {})).statusCode, 404);
+  // Header lines that CloudFront merged into multiValue are one list.
+  const merged = run(event('/package', querystringOf('cpuArch=armv8'), {
+    'if-none-match': { value: '"B"', multiValue: [{ value: '"B"' }, { value: 'a, b' }] },
+  }));
+  check('If-None-Match in two lines', merged.headers['if-none-match'].value, 'a,b');
+
+  for (const uri of ['/healthz', '/readyz', '/metrics', '/', '/package/']) {
+    check(`${uri} is not served through the CDN`, run(event(uri, {}, {})).statusCode, 404);
+  }
+
+  const size = Buffer.byteLength(deployed(TWENTY_ROLLOUTS));
+  check(`the function's code with 20 rollouts fits CloudFront's limit (${size} bytes)`,
+    size <= MAX_FUNCTION_BYTES, true);
+
+  for (const failure of failures) {
+    console.error(`FAIL ${failure}`);
+  }
+  console.log(`cache key function: ${checked - failures.length} of ${checked} checks passed`);
+  return failures.length === 0;
 }
 
-const size = Buffer.byteLength(code);
-check(`the function's code fits CloudFront's limit (${size} bytes)`, size <= MAX_FUNCTION_BYTES, true);
-
-for (const failure of failures) {
-  console.error(`FAIL ${failure}`);
+function shown(value) {
+  const text = JSON.stringify(value);
+  return text.length > 120 ? `${text.slice(0, 120)}...` : text;
 }
-console.log(`cache key function: ${checked - failures.length} of ${checked} checks passed`);
-process.exitCode = failures.length === 0 ? 0 : 1;
+
+// One copy of the function per rollout state serves all of that state's inputs: the
+// function never writes its top-level variables, so it keeps nothing between events,
+// and a fresh copy per input (as the vectors get) would take most of a minute.
+function evaluate(inputsPath) {
+  const groups = JSON.parse(readFileSync(inputsPath, 'utf8'));
+  const rewrites = groups.map((group) => {
+    const context = createContext(globals());
+    runInContext(deployed(group.rollouts), context);
+    const handle = (sent) => context.handler(sent);
+    return {
+      queries: group.queries.map((raw) => rewrittenQuery(raw, handle)),
+      ifNoneMatch: group.ifNoneMatch.map((value) => rewrittenHeader(value, handle)),
+    };
+  });
+  process.stdout.write(JSON.stringify(rewrites));
+  return true;
+}
+
+const passed = rest[0] === '--evaluate' ? evaluate(rest[1]) : checkVectors(rest[0]);
+process.exitCode = passed ? 0 : 1;

@@ -3,7 +3,7 @@
 
 use fleetpack_resolver::{
     ARCHIVE_FORMAT, DeviceQuery, DeviceRequest, IfNoneMatch, MAX_IF_NONE_MATCH_BYTES, PayloadType,
-    Rule, RuleSet, SegmentRef, archive_format_id,
+    Rule, RuleSet, SegmentRef, StoredRules, archive_format_id,
 };
 use sha2::{Digest, Sha256};
 
@@ -59,7 +59,32 @@ pub fn fleet(size: usize) -> Vec<Rule> {
 
 /// [`fleet`], indexed; every rule is valid.
 pub fn rule_set(size: usize) -> RuleSet {
-    let (rules, rejected) = RuleSet::build(fleet(size));
+    rule_set_with_history(size, 1)
+}
+
+/// [`fleet`] with `releases` releases kept per app and channel: the current one and
+/// `releases - 1` published before it (one in ten mandatory), indexed.
+pub fn rule_set_with_history(size: usize, releases: usize) -> RuleSet {
+    let current = fleet(size);
+    let history = current
+        .iter()
+        .flat_map(|rule| {
+            (1..releases).map(move |earlier| {
+                let version = format!("0.{earlier}.0");
+                let digest = Sha256::digest(format!("{}/{}/{version}", rule.app, rule.channel));
+                Rule {
+                    version,
+                    md5: hex::encode(&digest[..16]),
+                    sha256: Some(hex::encode(Sha256::digest(digest))),
+                    sequence: Some(earlier as u64),
+                    mandatory: earlier % 10 == 0,
+                    ..rule.clone()
+                }
+            })
+        })
+        .collect();
+    let stored = StoredRules { current, history };
+    let (rules, rejected) = RuleSet::build_holding(stored, |_| true);
     assert!(rejected.is_empty(), "rejected: {rejected:?}");
     assert_eq!(rules.len(), size);
     let query = DeviceQuery::parse(TYPICAL_QUERY).expect("a valid query");

@@ -81,6 +81,7 @@ async fn fill_demo(store: &AnyStore, size: u64) -> anyhow::Result<()> {
 async fn print_examples(store: &AnyStore, address: SocketAddr) -> anyhow::Result<()> {
     let rules = store.load_rules().await?;
     let os_md5 = rules
+        .current
         .iter()
         .find(|rule| rule.app == "os_armv8" && rule.channel == "prod")
         .map_or("<md5 of os_armv8>", |rule| rule.md5.as_str());

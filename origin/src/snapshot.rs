@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use fleetpack_resolver::{Rejected, Rule, RuleSet};
+use fleetpack_resolver::{Rejected, RuleSet, StoredRules};
 use fleetpack_store::{RulesStamp, Store, StoreError, rule_set};
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +114,7 @@ impl Rules {
         };
         // A store without a stamp is read in full on every refresh; when it returns the
         // rules being served, their snapshot stays, and with it the reused answers.
-        stored.sort_unstable();
+        stored.sort();
         let content = fingerprint(&stored);
         if !(loaded && self.lock_state().content == Some(content)) {
             self.install(store, stored, metrics);
@@ -129,7 +129,7 @@ impl Rules {
     }
 
     /// Builds a snapshot of `stored` and serves it from the next request on.
-    fn install<S: Store>(&self, store: &S, stored: Vec<Rule>, metrics: &Metrics) {
+    fn install<S: Store>(&self, store: &S, stored: StoredRules, metrics: &Metrics) {
         let (rules, rejected) = rule_set(store, stored);
         for Rejected { rule, reason } in &rejected {
             tracing::warn!(app = %rule.app, env = %rule.channel, reason = %reason, "rule left out of the snapshot");
@@ -192,7 +192,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 }
 
 /// Tells sorted rule lists apart within this process (the digest is never stored).
-fn fingerprint(rules: &[Rule]) -> u64 {
+fn fingerprint(rules: &StoredRules) -> u64 {
     let mut hasher = DefaultHasher::new();
     rules.hash(&mut hasher);
     hasher.finish()

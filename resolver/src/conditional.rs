@@ -61,7 +61,7 @@ impl TagSpan {
 
 /// The first eight bytes, big-endian, padded with zeros: numbers compare as the bytes
 /// would, since no tag holds a zero byte.
-fn prefix(tag: &[u8]) -> u64 {
+pub(crate) fn prefix(tag: &[u8]) -> u64 {
     let mut first = [0; 8];
     let len = tag.len().min(8);
     first[..len].copy_from_slice(&tag[..len]);
@@ -132,6 +132,13 @@ impl IfNoneMatch {
     /// The listed tags, unquoted, in lowercase, sorted and without duplicates.
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> {
         self.spans.iter().map(|span| &self.text[span.range()])
+    }
+
+    /// Each listed tag with its first eight bytes as [`prefix`] computes them.
+    pub(crate) fn tags_by_prefix(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.spans
+            .iter()
+            .map(|span| (span.prefix, &self.text[span.range()]))
     }
 
     /// Whether the header was absent or empty.

@@ -24,11 +24,13 @@ mod location;
 mod plan;
 mod query;
 mod request;
+mod rollout;
 mod rule;
 mod rule_set;
+mod serve;
 mod version;
 
-pub use cache_key::{canonical_if_none_match, canonical_query};
+pub use cache_key::{RolloutState, canonical_if_none_match, canonical_query};
 pub use conditional::{ConditionalError, IfNoneMatch, MAX_ENTITY_TAGS, MAX_IF_NONE_MATCH_BYTES};
 pub use format::{
     ARCHIVE_FORMAT, DEFLATE_LEVEL, DETAILS_FILE_NAME, ETag, METADATA_FORMAT, TAR_ENTRY_MODE,
@@ -39,6 +41,8 @@ pub use location::{BadUrl, ObjectLocation, is_bucket_name};
 pub use plan::{EntryStatus, PackagePlan, PlanEntry};
 pub use query::{DeviceQuery, MAX_PARAMETERS, MAX_QUERY_BYTES, PayloadType, QueryError, Selector};
 pub use request::{BadRequest, DeviceRequest};
-pub use rule::{Rule, RuleError, SegmentRef};
+pub use rollout::{ROLLOUT_ID_LEN, is_member, rollout_id, rollout_position};
+pub use rule::{Rollout, Rule, RuleError, SegmentRef, StoredRules};
 pub use rule_set::{NoPackage, Reason, Rejected, RuleSet, Selected, Selection};
+pub use serve::Served;
 pub use version::compare_versions;

@@ -13,7 +13,7 @@ use crate::format::{ARCHIVE_FORMAT, ETag, METADATA_FORMAT};
 use crate::location::ObjectLocation;
 use crate::query::PayloadType;
 use crate::rule::SegmentRef;
-use crate::rule_set::Selection;
+use crate::serve::Served;
 
 /// Whether an entry's binary goes into the package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +44,15 @@ pub struct PlanEntry {
     pub md5: String,
     pub sha256: Option<String>,
     pub size: Option<u64>,
+    /// The release is mandatory, or one the device skips on its way to it is.
     pub mandatory: bool,
+    /// Devices below this version get it before anything newer.
+    pub required: bool,
+    /// The version the device runs, when its `If-None-Match` says so and it is another
+    /// than `version`.
+    pub installed_version: Option<String>,
+    /// Lower than the version the device runs: the operator rolled back.
+    pub downgrade: bool,
     pub status: EntryStatus,
     /// The binary's tar entry compressed at publish time, if it was.
     pub segment: Option<SegmentRef>,
@@ -72,19 +80,14 @@ pub struct PackagePlan {
 }
 
 impl PackagePlan {
-    /// Marks every selected binary whose MD5 or SHA-256 the device listed as not
+    /// Marks every served binary whose MD5 or SHA-256 the device listed as not
     /// modified, renders the details document, derives the ETag and decides whether the
     /// answer is 304.
-    pub fn new(
-        selection: &Selection<'_>,
-        if_none_match: &IfNoneMatch,
-        payload: PayloadType,
-    ) -> Self {
-        let entries: Vec<PlanEntry> = selection
-            .items
+    pub fn new(served: &[Served<'_>], if_none_match: &IfNoneMatch, payload: PayloadType) -> Self {
+        let entries: Vec<PlanEntry> = served
             .iter()
-            .map(|selected| {
-                let rule = selected.rule;
+            .map(|served| {
+                let rule = served.rule;
                 let known = if_none_match.has_digest(&rule.md5)
                     || rule
                         .sha256
@@ -95,11 +98,18 @@ impl PackagePlan {
                     channel: rule.channel.clone(),
                     version: rule.version.clone(),
                     url: rule.url.clone(),
-                    object: selected.object.clone(),
+                    object: served.object.clone(),
                     md5: rule.md5.clone(),
                     sha256: rule.sha256.clone(),
                     size: rule.size,
-                    mandatory: rule.mandatory,
+                    mandatory: served.mandatory,
+                    required: rule.required,
+                    // Said only when it is news: another version than the one offered.
+                    installed_version: served
+                        .installed
+                        .filter(|installed| *installed != rule.version)
+                        .map(str::to_owned),
+                    downgrade: served.downgrade,
                     segment: rule.segment.clone(),
                     deflate_level: rule.entry_deflate_level(),
                     status: if known {
@@ -194,6 +204,12 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
         size: Option<u64>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         mandatory: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        required: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        installed_version: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        downgrade: bool,
     }
 
     impl Serialize for Details<'_> {
@@ -209,6 +225,9 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
                     sha256: entry.sha256.as_deref(),
                     size: entry.size,
                     mandatory: entry.mandatory,
+                    required: entry.required,
+                    installed_version: entry.installed_version.as_deref(),
+                    downgrade: entry.downgrade,
                 };
                 map.serialize_entry(&entry.app, &detail)?;
             }
@@ -227,18 +246,16 @@ mod tests {
     use super::*;
     use crate::fixtures::{build, demo_fleet, demo_set, rule};
     use crate::format::DEFLATE_LEVEL;
-    use crate::query::DeviceQuery;
+    use crate::request::DeviceRequest;
     use crate::rule::Rule;
     use crate::rule_set::RuleSet;
 
     const SAMPLE_QUERY: &str = "cpuArch=armv8&attrGamer=prod&attrCellular=prod";
 
     fn plan(set: &RuleSet, raw: &str, if_none_match: &[&str]) -> PackagePlan {
-        let query = DeviceQuery::parse(raw).expect("a valid query");
-        let selection = set.resolve(&query).expect("a package");
-        let if_none_match = IfNoneMatch::parse(if_none_match.iter().map(|line| line.as_bytes()))
-            .expect("a valid If-None-Match");
-        PackagePlan::new(&selection, &if_none_match, query.payload())
+        let request = DeviceRequest::parse(raw, if_none_match.iter().map(|line| line.as_bytes()))
+            .expect("a valid request");
+        set.answer(&request).expect("a package")
     }
 
     fn statuses(plan: &PackagePlan) -> Vec<(&str, u16)> {
@@ -428,6 +445,9 @@ mod tests {
                 sha256: Some("ab".repeat(32)),
                 size: Some(1024),
                 mandatory: true,
+                required: false,
+                installed_version: None,
+                downgrade: false,
                 status: EntryStatus::Send,
                 segment: None,
                 deflate_level: DEFLATE_LEVEL,

@@ -1,20 +1,27 @@
 //! A device's query string, validated and put in one canonical form.
 //!
 //! Invariant: every name and value in a [`DeviceQuery`] passed the identifier check and
-//! is in ASCII lowercase, so the same request in any parameter order or letter case
-//! gives an equal query, and only such text reaches a lookup or a log line.
+//! is in ASCII lowercase (but the device key, whose letter case is part of it), so the
+//! same request in any parameter order or letter case gives an equal query, and only
+//! such text reaches a lookup or a log line.
 
 use std::borrow::Cow;
 
 use crate::ident::{excerpt, is_ident_bytes};
+use crate::rollout::ROLLOUT_ID_LEN;
 
-/// Longest query string accepted, in bytes.
+/// Longest query string accepted, in bytes: its parameters and one `&` between each
+/// two. Empty `&&` segments do not count; the CDN's function, which sees the parameters
+/// only, counts the same way.
 pub const MAX_QUERY_BYTES: usize = 2048;
 /// Most parameters accepted in one query.
 pub const MAX_PARAMETERS: usize = 32;
 
 const ATTRIBUTE_PREFIX: &str = "attr";
 const DEFAULT_CHANNEL: &str = "prod";
+/// Rollout ids a `cohort` value holds at most: 7 ids of 8 digits and their separators
+/// fill the 64 characters of a value.
+pub(crate) const MAX_COHORTS: usize = 7;
 
 /// What the device wants in the response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,11 +59,18 @@ pub struct DeviceQuery {
     payload: PayloadType,
     attributes: Vec<Selector>,
     pins: Vec<Selector>,
+    /// `deviceKey=`: a random value the device made once, to take part in staged
+    /// rollouts; kept in its own letter case.
+    device_key: Option<String>,
+    /// `cohort=`: the rollouts the device is in, as the CDN computed them from its key;
+    /// sorted.
+    cohorts: Vec<String>,
 }
 
 /// Why a query string was refused. Every message names the problem and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// `len` counts the parameters and the `&` between them, as [`MAX_QUERY_BYTES`] does.
     #[error("the query string is {len} bytes long; send at most {MAX_QUERY_BYTES} bytes")]
     TooLong { len: usize },
     #[error("the query has more than {MAX_PARAMETERS} parameters; send at most {MAX_PARAMETERS}")]
@@ -79,17 +93,23 @@ pub enum QueryError {
         "payloadType `{value}` is not supported; use `fullPayload` (the default) or `metadataOnly`"
     )]
     BadPayloadType { value: String },
+    #[error(
+        "cohort `{value}` is not a list of rollout ids: send at most {MAX_COHORTS} ids of {ROLLOUT_ID_LEN} hex digits, separated by '.'"
+    )]
+    BadCohort { value: String },
 }
 
 impl DeviceQuery {
     /// Parses the raw query string of a request (the part after `?`, still percent-encoded).
     ///
-    /// Names and channel values ignore letter case. Empty `&&` segments are skipped.
+    /// Names and channel values ignore letter case. Empty `&&` segments are skipped, and
+    /// count toward neither [`MAX_QUERY_BYTES`] nor [`MAX_PARAMETERS`].
     pub fn parse(raw: &str) -> Result<Self, QueryError> {
-        if raw.len() > MAX_QUERY_BYTES {
-            return Err(QueryError::TooLong { len: raw.len() });
+        let len = parameters_len(raw);
+        if len > MAX_QUERY_BYTES {
+            return Err(QueryError::TooLong { len });
         }
-        let mut params: Vec<(String, String, &str)> = Vec::new();
+        let mut params: Vec<Param<'_>> = Vec::new();
         for part in raw.split('&').filter(|part| !part.is_empty()) {
             if params.len() == MAX_PARAMETERS {
                 return Err(QueryError::TooManyParameters);
@@ -109,26 +129,53 @@ impl DeviceQuery {
                 });
             }
             let name = lowercase_ident(&name);
-            if params.iter().any(|(seen, _, _)| *seen == name) {
+            if params.iter().any(|param| param.name == name) {
                 return Err(QueryError::Repeated {
                     name: excerpt(raw_name),
                 });
             }
-            params.push((name, lowercase_ident(&value), raw_value));
+            params.push(Param {
+                name,
+                value: String::from_utf8(value.into_owned()).expect("an identifier is ASCII"),
+                raw_value,
+            });
         }
         Self::from_params(params)
     }
 
-    fn from_params(params: Vec<(String, String, &str)>) -> Result<Self, QueryError> {
+    fn from_params(params: Vec<Param<'_>>) -> Result<Self, QueryError> {
         let mut cpu_arch = None;
         let mut os_channel = None;
         let mut payload = PayloadType::FullPayload;
         let mut attributes = Vec::new();
         let mut pins = Vec::new();
-        for (name, value, raw_value) in params {
+        let mut device_key = None;
+        let mut cohorts = Vec::new();
+        for Param {
+            name,
+            value: original,
+            raw_value,
+        } in params
+        {
+            let value = original.to_ascii_lowercase();
             match name.as_str() {
                 "cpuarch" => cpu_arch = Some(value),
                 "os" => os_channel = Some(value),
+                "devicekey" => device_key = Some(original),
+                "cohort" => {
+                    cohorts = value.split('.').map(str::to_owned).collect();
+                    let is_id = |id: &String| {
+                        id.len() == ROLLOUT_ID_LEN
+                            && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    };
+                    if cohorts.len() > MAX_COHORTS || !cohorts.iter().all(is_id) {
+                        return Err(QueryError::BadCohort {
+                            value: excerpt(raw_value),
+                        });
+                    }
+                    cohorts.sort_unstable();
+                    cohorts.dedup();
+                }
                 "payloadtype" => {
                     payload = match value.as_str() {
                         "fullpayload" => PayloadType::FullPayload,
@@ -160,6 +207,8 @@ impl DeviceQuery {
             payload,
             attributes,
             pins,
+            device_key,
+            cohorts,
         })
     }
 
@@ -192,9 +241,31 @@ impl DeviceQuery {
         &self.pins
     }
 
+    /// The device's rollout key (`deviceKey=`), in its own letter case.
+    pub fn device_key(&self) -> Option<&str> {
+        self.device_key.as_deref()
+    }
+
+    /// The rollouts the CDN found the device in (`cohort=`), sorted.
+    pub fn cohorts(&self) -> &[String] {
+        &self.cohorts
+    }
+
+    /// This query for a device in `cohorts` (sorted): what the CDN forwards in place of
+    /// the device's key, and what the origin then serves as it would for the key.
+    pub(crate) fn in_cohorts(self, cohorts: Vec<String>) -> Self {
+        DeviceQuery {
+            device_key: None,
+            cohorts,
+            ..self
+        }
+    }
+
     /// This query as one canonical query string: names and values in lowercase, sorted
     /// by name, default values left out. Equal queries give equal strings, and parsing
-    /// the string gives this query back.
+    /// the string gives this query back, without its device key: a key would make one
+    /// cache entry per device, so it is left out ([`crate::canonical_query`] puts the
+    /// device in its cohorts first, with [`DeviceQuery::in_cohorts`]).
     pub fn cache_key(&self) -> String {
         let mut params = vec![("cpuarch".to_owned(), self.cpu_arch.as_str())];
         if self.os_channel != DEFAULT_CHANNEL {
@@ -212,6 +283,10 @@ impl DeviceQuery {
         for pin in &self.pins {
             params.push((pin.name.clone(), &pin.channel));
         }
+        let cohorts = self.cohorts.join(".");
+        if !cohorts.is_empty() {
+            params.push(("cohort".to_owned(), &cohorts));
+        }
         params.sort_unstable();
         let pairs: Vec<String> = params
             .iter()
@@ -219,6 +294,24 @@ impl DeviceQuery {
             .collect();
         pairs.join("&")
     }
+}
+
+/// One parameter while a query is read: its name in lowercase, its value decoded.
+struct Param<'a> {
+    name: String,
+    value: String,
+    /// The value as sent, for error messages.
+    raw_value: &'a str,
+}
+
+/// The length [`MAX_QUERY_BYTES`] limits: the non-empty parameters, each with one `&`
+/// but the last.
+fn parameters_len(raw: &str) -> usize {
+    raw.split('&')
+        .filter(|part| !part.is_empty())
+        .map(|part| part.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1)
 }
 
 fn lowercase_ident(bytes: &[u8]) -> String {
@@ -256,6 +349,7 @@ fn hex_value(digit: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ident::MAX_IDENT_LEN;
 
     fn parse(raw: &str) -> DeviceQuery {
         DeviceQuery::parse(raw).expect("a valid query")
@@ -511,18 +605,59 @@ mod tests {
         assert_eq!(query.pins().len(), 31);
     }
 
+    /// `cpuArch=armv8` and app pins of up to 64-character values, `len` bytes in all.
+    fn query_of_length(len: usize) -> String {
+        let mut raw = "cpuArch=armv8".to_owned();
+        for n in 0.. {
+            let left = len - raw.len();
+            if left == 0 {
+                break;
+            }
+            let name = format!("&p{n}=");
+            let value = "v".repeat((left - name.len()).min(MAX_IDENT_LEN));
+            raw.push_str(&format!("{name}{value}"));
+        }
+        raw
+    }
+
     #[test]
     fn query_of_2048_bytes_is_accepted() {
-        let raw = format!("cpuArch=armv8{}", "&".repeat(MAX_QUERY_BYTES - 13));
+        let raw = query_of_length(MAX_QUERY_BYTES);
         assert_eq!(raw.len(), 2048);
         assert_eq!(parse(&raw).cpu_arch(), "armv8");
     }
 
     #[test]
     fn query_of_2049_bytes_is_rejected_before_anything_else() {
-        let raw = format!("cpuArch=armv8{}", "&".repeat(MAX_QUERY_BYTES - 12));
+        let raw = query_of_length(MAX_QUERY_BYTES + 1);
+        assert_eq!(raw.len(), 2049);
         assert_eq!(error(&raw), QueryError::TooLong { len: 2049 });
         assert_eq!(error(&"%".repeat(2049)), QueryError::TooLong { len: 2049 });
+    }
+
+    #[test]
+    fn empty_segments_do_not_count_toward_the_length_limit() {
+        let raw = query_of_length(MAX_QUERY_BYTES).replace('&', "&&&&");
+        let padded = format!("{}{raw}{}", "&".repeat(3000), "&".repeat(3000));
+        assert_eq!(parse(&padded), parse(&query_of_length(MAX_QUERY_BYTES)));
+        let over = format!(
+            "&&{}&&",
+            query_of_length(MAX_QUERY_BYTES + 1).replace('&', "&&")
+        );
+        assert_eq!(error(&over), QueryError::TooLong { len: 2049 });
+        assert_eq!(error(&"&".repeat(5000)), QueryError::MissingCpuArch);
+    }
+
+    #[test]
+    fn cache_key_leaves_the_device_key_out() {
+        let keyed = parse("cpuArch=armv8&deviceKey=Device-1&cohort=0a1b2c3d");
+        assert_eq!(keyed.device_key(), Some("Device-1"));
+        assert_eq!(keyed.cache_key(), "cohort=0a1b2c3d&cpuarch=armv8");
+        let cohorts = vec!["00000001".to_owned(), "0a1b2c3d".to_owned()];
+        assert_eq!(
+            keyed.in_cohorts(cohorts).cache_key(),
+            "cohort=00000001.0a1b2c3d&cpuarch=armv8"
+        );
     }
 
     #[test]

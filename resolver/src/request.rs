@@ -7,6 +7,7 @@ use crate::conditional::{ConditionalError, IfNoneMatch};
 use crate::plan::PackagePlan;
 use crate::query::{DeviceQuery, QueryError};
 use crate::rule_set::{NoPackage, RuleSet};
+use crate::serve::Served;
 
 /// A device's request, parsed: its query and its If-None-Match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,12 +48,19 @@ impl DeviceRequest {
 }
 
 impl RuleSet {
-    /// The plan that answers `request`: one rule per app for its query, then what of it
+    /// The plan that answers `request`: one channel per app for its query, the release
+    /// each serves this device (its rollouts, the versions it runs), then what of it
     /// the device already has.
     pub fn answer(&self, request: &DeviceRequest) -> Result<PackagePlan, NoPackage> {
         let selection = self.resolve(request.query())?;
+        let device = self.device(request.query(), request.if_none_match());
+        let served: Vec<Served<'_>> = selection
+            .items
+            .iter()
+            .map(|selected| self.serve(selected, &device))
+            .collect();
         Ok(PackagePlan::new(
-            &selection,
+            &served,
             request.if_none_match(),
             request.query().payload(),
         ))
@@ -134,7 +142,22 @@ mod tests {
                 let if_none_match = IfNoneMatch::parse(lines.iter().map(|line| line.as_bytes()))
                     .expect("a valid If-None-Match");
                 let selection = set.resolve(&parsed).expect("a package");
-                PackagePlan::new(&selection, &if_none_match, parsed.payload())
+                // Without history or rollouts, each app serves its current release, and
+                // a device runs the version whose digest it lists.
+                let served: Vec<Served<'_>> = selection
+                    .items
+                    .iter()
+                    .map(|selected| Served {
+                        rule: selected.rule,
+                        object: selected.object,
+                        installed: if_none_match
+                            .has_digest(&selected.rule.md5)
+                            .then_some(selected.rule.version.as_str()),
+                        mandatory: selected.rule.mandatory,
+                        downgrade: false,
+                    })
+                    .collect();
+                PackagePlan::new(&served, &if_none_match, parsed.payload())
             };
             let answered = set
                 .answer(&request(query, &lines).expect("a valid request"))

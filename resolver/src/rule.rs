@@ -60,6 +60,89 @@ pub struct Rule {
     /// compression gains; absent means `DEFLATE_LEVEL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deflate_level: Option<u32>,
+    /// Position of this release in its channel's history: 1 for the first release
+    /// published there, one more for each after it. Absent on items made by the AWS
+    /// sample, which count as the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Devices below this version get this release before anything newer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// On a channel's current release: a newer release served to a share of devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// On a channel's current release: the operator rolled back to it on purpose, so
+    /// devices that run a newer version take it too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
+    /// On a channel's current release: how many times it was written, so that a writer
+    /// can tell whether it changed since it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+/// A staged rollout: the release `version` (a candidate in the channel's history) for
+/// `percent` of the devices that send a `deviceKey`, the current release for the rest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub version: String,
+    /// 0 (halted: everyone on the current release) to 100.
+    pub percent: u8,
+}
+
+/// Every item of a store: the current release of each app and channel (the items the
+/// AWS sample reads) and every release ever published there (the history).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct StoredRules {
+    pub current: Vec<Rule>,
+    pub history: Vec<Rule>,
+}
+
+/// Current releases without history, as a store made by the AWS sample holds them.
+impl From<Vec<Rule>> for StoredRules {
+    fn from(current: Vec<Rule>) -> Self {
+        StoredRules {
+            current,
+            history: Vec::new(),
+        }
+    }
+}
+
+impl StoredRules {
+    /// Sorts both lists, so that equal contents compare and hash equal.
+    pub fn sort(&mut self) {
+        self.current.sort_unstable();
+        self.history.sort_unstable();
+    }
+
+    /// Whether the store holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.history.is_empty()
+    }
+
+    /// The current release of `app` on `channel` (names ignore letter case).
+    pub fn current(&self, app: &str, channel: &str) -> Option<&Rule> {
+        self.current.iter().find(|rule| rule.is(app, channel))
+    }
+
+    /// Every release of `app` on `channel`, in publishing order (sequence, then version).
+    pub fn history(&self, app: &str, channel: &str) -> Vec<&Rule> {
+        let mut releases: Vec<&Rule> = self
+            .history
+            .iter()
+            .filter(|rule| rule.is(app, channel))
+            .collect();
+        releases.sort_by(|a, b| {
+            (a.sequence.unwrap_or(0), &a.version).cmp(&(b.sequence.unwrap_or(0), &b.version))
+        });
+        releases
+    }
+
+    /// Every stored rule, current and history, for checks that span both.
+    pub fn all(&self) -> impl Iterator<Item = &Rule> {
+        self.current.iter().chain(&self.history)
+    }
 }
 
 /// A binary's tar entry (header, data, padding) compressed ahead of time into one raw
@@ -109,6 +192,8 @@ pub enum RuleError {
     },
     #[error("deflateLevel {level} is not a deflate level; use 0 to 9")]
     BadLevel { level: u32 },
+    #[error("rollout percent {percent} is not a share of devices; use 0 to 100")]
+    BadPercent { percent: u8 },
     #[error(transparent)]
     BadUrl(#[from] BadUrl),
     #[error(
@@ -119,6 +204,22 @@ pub enum RuleError {
         "another rule already serves app `{app}` on channel `{channel}` (names ignore letter case)"
     )]
     Duplicate { app: String, channel: String },
+    #[error(
+        "the history of app `{app}` on channel `{channel}` holds version `{version}` twice (names ignore letter case)"
+    )]
+    DuplicateRelease {
+        app: String,
+        channel: String,
+        version: String,
+    },
+    #[error(
+        "the current release of app `{app}` on channel `{channel}`, version `{version}`, has other bytes than that version in the history; publish or roll back to fix it"
+    )]
+    DiffersFromHistory {
+        app: String,
+        channel: String,
+        version: String,
+    },
 }
 
 impl Rule {
@@ -147,7 +248,28 @@ impl Rule {
             created_at: None,
             segment: None,
             deflate_level: None,
+            sequence: None,
+            required: false,
+            rollout: None,
+            rolled_back: false,
+            revision: None,
         }
+    }
+
+    /// This release as a history entry: without what only a channel's current item
+    /// carries (its rollout, rollback mark and revision).
+    pub fn as_release(&self) -> Rule {
+        Rule {
+            rollout: None,
+            rolled_back: false,
+            revision: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this is a rule of `app` on `channel` (names ignore letter case).
+    pub fn is(&self, app: &str, channel: &str) -> bool {
+        self.app.eq_ignore_ascii_case(app) && self.channel.eq_ignore_ascii_case(channel)
     }
 
     /// Checks every field that reaches a lookup, a file name or a store call.
@@ -176,6 +298,18 @@ impl Rule {
         check_digest("md5", &self.md5, 32)?;
         if let Some(sha256) = &self.sha256 {
             check_digest("sha256", sha256, 64)?;
+        }
+        if let Some(rollout) = &self.rollout {
+            if !is_version(&rollout.version) {
+                return Err(RuleError::BadVersion {
+                    value: excerpt(&rollout.version),
+                });
+            }
+            if rollout.percent > 100 {
+                return Err(RuleError::BadPercent {
+                    percent: rollout.percent,
+                });
+            }
         }
         Ok(ObjectLocation::parse(&self.url)?)
     }

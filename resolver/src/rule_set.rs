@@ -1,16 +1,19 @@
-//! The rules a snapshot serves, indexed, and the choice of one rule per app for a
+//! The releases a snapshot serves, indexed, and the choice of one channel per app for a
 //! device's query.
 //!
-//! Invariant: a [`RuleSet`] holds only rules that passed [`Rule::check`], at most one per
-//! app and channel (ignoring letter case), and the same rules in any input order give
-//! the same set and the same answers.
+//! Invariant: a [`RuleSet`] holds only rules that passed [`Rule::check`], at most one
+//! current release per app and channel and one release per app, channel and version
+//! (ignoring letter case), and the same stored rules in any order give the same set and
+//! the same answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::ident::excerpt;
 use crate::location::ObjectLocation;
 use crate::query::DeviceQuery;
-use crate::rule::{Rule, RuleError};
+use crate::rollout::rollout_id;
+use crate::rule::{Rule, RuleError, StoredRules};
 use crate::version::compare_versions;
 
 /// A rule that was left out of a [`RuleSet`], and why.
@@ -20,28 +23,95 @@ pub struct Rejected {
     pub reason: RuleError,
 }
 
-/// An immutable, indexed snapshot of every servable rule.
+/// An immutable, indexed snapshot of every servable release.
 ///
 /// Lookups go through hash maps keyed by lowercase names, so resolving a query costs the
-/// same with ten rules or a hundred thousand.
+/// same with ten rules or a hundred thousand, and with one release per channel or fifty.
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    rules: Vec<ServedRule>,
-    /// app -> channel -> index into `rules`.
+    /// Every valid release: the history, and current releases that have no history.
+    pub(crate) releases: Vec<ServedRelease>,
+    /// One per app and channel that has a release to serve.
+    pub(crate) channels: Vec<Channel>,
+    /// app -> channel -> index into `channels`.
     by_app: HashMap<String, HashMap<String, usize>>,
-    /// attribute -> channel -> indexes into `rules`, in `rules` order.
+    /// attribute -> channel -> indexes into `channels`, in `channels` order.
     by_attribute: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// The first eight bytes of every release's MD5 and SHA-256 (hex) -> releases: tells
+    /// which releases the digests in a device's `If-None-Match` name.
+    pub(crate) by_digest: HashMap<u64, Vec<usize>, BuildHasherDefault<PrefixHasher>>,
 }
 
+/// A release the snapshot can serve.
 #[derive(Debug)]
-struct ServedRule {
-    rule: Rule,
-    object: ObjectLocation,
+pub(crate) struct ServedRelease {
+    pub rule: Rule,
+    pub object: ObjectLocation,
     /// `rule.app` in lowercase, the key that selections of the same app meet under.
-    app_key: String,
+    pub app_key: String,
+    /// Order of the release's version among every version of its app.
+    pub rank: u32,
 }
 
-/// Why a rule was selected; when two selections name the same app, the higher reason wins.
+/// What one app serves on one channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub app_key: String,
+    /// The release of every device outside a rollout: the current release, or the
+    /// previous enabled one when the current release is disabled.
+    pub stable: usize,
+    /// A newer release for a share of the devices that send a key.
+    pub candidate: Option<Candidate>,
+    /// The operator rolled back to `stable`: devices on a newer version take it too.
+    pub rolled_back: bool,
+    /// The channel's enabled releases by version, lowest first: the releases a device
+    /// skips between the version it runs and the one it gets.
+    pub ladder: Vec<Step>,
+    /// How many mandatory releases the ladder holds before each of its steps, and in
+    /// all (one more entry than steps).
+    pub mandatory_before: Vec<u32>,
+}
+
+/// One release on a channel's ladder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    pub release: usize,
+    pub rank: u32,
+    /// Index of the first required step at or after this one (the ladder's length when
+    /// there is none).
+    pub next_required: usize,
+}
+
+/// A rollout in progress: its candidate release, id and share of devices.
+#[derive(Debug)]
+pub(crate) struct Candidate {
+    pub release: usize,
+    pub id: String,
+    pub percent: u8,
+}
+
+/// Hashes the eight-byte prefix of a hex digest: a multiplication spreads its ASCII
+/// bytes over the table, in a handful of instructions per `If-None-Match` tag.
+#[derive(Debug, Default)]
+pub(crate) struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}
+
+/// Why a channel was selected; when two selections name the same app, the higher reason wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     /// The device's OS image, `os_<cpuArch>` on the `os` channel.
@@ -52,15 +122,17 @@ pub enum Reason {
     Pin,
 }
 
-/// One selected binary.
+/// One selected app: its channel's current release (the one served to a device that
+/// says nothing of itself) and why it was selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Selected<'a> {
     pub rule: &'a Rule,
     pub object: &'a ObjectLocation,
     pub reason: Reason,
+    pub(crate) channel: usize,
 }
 
-/// The binaries a query selects, one per app: the OS app first, then by app name.
+/// The apps a query selects, one channel each: the OS app first, then by app name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection<'a> {
     pub items: Vec<Selected<'a>>,
@@ -71,106 +143,332 @@ pub struct Selection<'a> {
 #[error("no deployment package found")]
 pub struct NoPackage;
 
+/// The stored rules of one app and channel, checked.
+#[derive(Default)]
+struct Group {
+    current: Option<(Rule, ObjectLocation)>,
+    /// version -> release.
+    history: BTreeMap<String, (Rule, ObjectLocation)>,
+}
+
 impl RuleSet {
-    /// Indexes the servable rules. Disabled rules are skipped silently; invalid rules and
-    /// rules that repeat an app and channel (ignoring letter case) are returned as
-    /// rejected. Input order does not matter: rules are indexed in (app, channel) order.
-    ///
-    /// The same as [`RuleSet::build_holding`] for a store that holds every object.
+    /// Indexes current releases without history: what a store made by the AWS sample
+    /// holds. See [`RuleSet::build_holding`].
     pub fn build(rules: impl IntoIterator<Item = Rule>) -> (RuleSet, Vec<Rejected>) {
-        Self::build_holding(rules, |_| true)
+        let current: Vec<Rule> = rules.into_iter().collect();
+        Self::build_holding(current.into(), |_| true)
     }
 
-    /// Like [`RuleSet::build`], for a store that holds only the objects `holds` accepts:
-    /// a valid rule whose object it refuses (one in another bucket) is rejected with
-    /// [`RuleError::NotInStore`], before duplicates are looked for, so it never keeps
-    /// a servable rule for the same app and channel out.
+    /// Indexes the servable releases of `stored`, for a store that holds only the
+    /// objects `holds` accepts. Invalid rules, rules whose object the store does not
+    /// hold ([`RuleError::NotInStore`]) and rules that repeat an app and channel (or,
+    /// in the history, an app, channel and version) are returned as rejected.
+    ///
+    /// Each channel serves its current release, or when that is disabled the enabled
+    /// release published last before it (never nothing while one is enabled); a
+    /// rollout in progress adds its candidate.
     pub fn build_holding(
-        rules: impl IntoIterator<Item = Rule>,
+        mut stored: StoredRules,
         holds: impl Fn(&ObjectLocation) -> bool,
     ) -> (RuleSet, Vec<Rejected>) {
-        let mut rules: Vec<Rule> = rules.into_iter().filter(|rule| rule.enabled).collect();
         // A total order, so that which of two rules for the same app and channel is kept
         // never depends on the order the store listed them in.
-        rules.sort();
-        let mut set = RuleSet::default();
+        stored.sort();
         let mut rejected = Vec::new();
-        for rule in rules {
-            let object = match rule.check() {
-                Ok(object) if holds(&object) => object,
-                Ok(_) => {
-                    let reason = RuleError::NotInStore {
-                        url: excerpt(&rule.url),
-                    };
-                    rejected.push(Rejected { rule, reason });
-                    continue;
-                }
-                Err(reason) => {
-                    rejected.push(Rejected { rule, reason });
-                    continue;
-                }
-            };
-            let app = rule.app.to_ascii_lowercase();
-            let channel = rule.channel.to_ascii_lowercase();
-            let channels = set.by_app.entry(app.clone()).or_default();
-            if channels.contains_key(&channel) {
+        let mut checked = |rule: Rule| match rule.check() {
+            Ok(object) if holds(&object) => Some((rule, object)),
+            Ok(_) => {
+                let reason = RuleError::NotInStore {
+                    url: excerpt(&rule.url),
+                };
+                rejected.push(Rejected { rule, reason });
+                None
+            }
+            Err(reason) => {
+                rejected.push(Rejected { rule, reason });
+                None
+            }
+        };
+        let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+        let mut duplicates = Vec::new();
+        for (rule, object) in stored.current.into_iter().filter_map(&mut checked) {
+            let group = groups.entry(group_key(&rule)).or_default();
+            if group.current.is_some() {
                 let reason = RuleError::Duplicate {
                     app: rule.app.clone(),
                     channel: rule.channel.clone(),
                 };
-                rejected.push(Rejected { rule, reason });
-                continue;
+                duplicates.push(Rejected { rule, reason });
+            } else {
+                group.current = Some((rule, object));
             }
-            let index = set.rules.len();
-            channels.insert(channel.clone(), index);
-            for (attribute, _) in rule.device_attr.iter().filter(|(_, on)| **on) {
-                set.by_attribute
-                    .entry(attribute.to_ascii_lowercase())
-                    .or_default()
-                    .entry(channel.clone())
-                    .or_default()
-                    .push(index);
-            }
-            set.rules.push(ServedRule {
-                rule,
-                object,
-                app_key: app,
-            });
         }
+        for (rule, object) in stored.history.into_iter().filter_map(&mut checked) {
+            let group = groups.entry(group_key(&rule)).or_default();
+            if group.history.contains_key(&rule.version) {
+                let reason = RuleError::DuplicateRelease {
+                    app: rule.app.clone(),
+                    channel: rule.channel.clone(),
+                    version: rule.version.clone(),
+                };
+                duplicates.push(Rejected { rule, reason });
+            } else {
+                group.history.insert(rule.version.clone(), (rule, object));
+            }
+        }
+        rejected.extend(duplicates);
+        let mut set = RuleSet::default();
+        for ((app, channel), group) in groups {
+            set.add_channel(app, channel, group, &mut rejected);
+        }
+        set.rank_versions();
         (set, rejected)
     }
 
-    /// Every servable rule, in (app, channel) order.
-    pub fn rules(&self) -> impl ExactSizeIterator<Item = &Rule> {
-        self.rules.iter().map(|served| &served.rule)
+    /// Adds one app and channel's releases, and the channel when it has one to serve.
+    fn add_channel(
+        &mut self,
+        app: String,
+        channel: String,
+        group: Group,
+        rejected: &mut Vec<Rejected>,
+    ) {
+        let Group {
+            mut current,
+            history,
+        } = group;
+        if let Some((head, _)) = &current
+            && let Some((release, _)) = history.get(&head.version)
+            && release.md5 != head.md5
+        {
+            let (rule, _) = current.take().expect("checked just above");
+            rejected.push(Rejected {
+                reason: RuleError::DiffersFromHistory {
+                    app: rule.app.clone(),
+                    channel: rule.channel.clone(),
+                    version: rule.version.clone(),
+                },
+                rule,
+            });
+        }
+        let first = self.releases.len();
+        // Releases in publishing order; the current release joins them when the history
+        // lacks it (a store made by the AWS sample has no history).
+        let mut releases: Vec<(Rule, ObjectLocation)> = history.into_values().collect();
+        let head = current.map(|(head, object)| {
+            if !releases
+                .iter()
+                .any(|(release, _)| release.version == head.version)
+            {
+                releases.push((head.clone(), object));
+            }
+            head
+        });
+        releases.sort_by_key(|(release, _)| release.sequence.unwrap_or(0));
+        let enabled = |rule: &Rule| rule.enabled;
+        let position = |version: &str| {
+            releases
+                .iter()
+                .position(|(release, _)| release.version == version)
+        };
+        let (stable, candidate, rolled_back, attributes) = match &head {
+            Some(head) => {
+                let at = position(&head.version).expect("the current release is among them");
+                let stable = if head.enabled && enabled(&releases[at].0) {
+                    Some(at)
+                } else {
+                    // The release published last before the current one, else any.
+                    releases[..at]
+                        .iter()
+                        .rposition(|(release, _)| enabled(release))
+                        .or_else(|| releases.iter().rposition(|(release, _)| enabled(release)))
+                };
+                let candidate = head
+                    .rollout
+                    .as_ref()
+                    .filter(|rollout| rollout.percent > 0)
+                    .and_then(|rollout| {
+                        position(&rollout.version)
+                            .filter(|&at| enabled(&releases[at].0))
+                            .map(|at| (at, rollout.percent))
+                    });
+                (
+                    stable,
+                    candidate,
+                    head.rolled_back,
+                    head.device_attr.clone(),
+                )
+            }
+            None => {
+                let stable = releases.iter().rposition(|(release, _)| enabled(release));
+                let attributes = stable
+                    .map(|at| releases[at].0.device_attr.clone())
+                    .unwrap_or_default();
+                (stable, None, false, attributes)
+            }
+        };
+        let served: Vec<usize> = (first..first + releases.len()).collect();
+        for (rule, object) in releases {
+            self.releases.push(ServedRelease {
+                rule,
+                object,
+                app_key: app.clone(),
+                rank: 0,
+            });
+        }
+        let Some(stable) = stable else {
+            return;
+        };
+        let candidate = candidate
+            .filter(|&(at, _)| at != stable)
+            .map(|(at, percent)| Candidate {
+                release: served[at],
+                id: rollout_id(&app, &channel, &self.releases[served[at]].rule.version),
+                percent,
+            });
+        let ladder = served
+            .iter()
+            .filter(|&&index| enabled(&self.releases[index].rule))
+            .map(|&release| Step {
+                release,
+                rank: 0,
+                next_required: 0,
+            })
+            .collect();
+        let index = self.channels.len();
+        self.channels.push(Channel {
+            app_key: app.clone(),
+            stable: served[stable],
+            candidate,
+            rolled_back,
+            ladder,
+            mandatory_before: Vec::new(),
+        });
+        self.by_app
+            .entry(app)
+            .or_default()
+            .insert(channel.clone(), index);
+        for (attribute, _) in attributes.iter().filter(|(_, on)| **on) {
+            self.by_attribute
+                .entry(attribute.to_ascii_lowercase())
+                .or_default()
+                .entry(channel.clone())
+                .or_default()
+                .push(index);
+        }
     }
 
+    /// Orders every app's versions (see [`compare_versions`]) into ranks, sorts each
+    /// channel's ladder by them and indexes the releases' digests.
+    fn rank_versions(&mut self) {
+        let mut by_app: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, release) in self.releases.iter().enumerate() {
+            by_app.entry(&release.app_key).or_default().push(index);
+        }
+        let mut ranks = vec![0u32; self.releases.len()];
+        for indexes in by_app.values_mut() {
+            indexes.sort_by(|&a, &b| {
+                compare_versions(
+                    &self.releases[a].rule.version,
+                    &self.releases[b].rule.version,
+                )
+            });
+            let mut rank = 0;
+            for pair in 0..indexes.len() {
+                if pair > 0
+                    && compare_versions(
+                        &self.releases[indexes[pair - 1]].rule.version,
+                        &self.releases[indexes[pair]].rule.version,
+                    )
+                    .is_lt()
+                {
+                    rank += 1;
+                }
+                ranks[indexes[pair]] = rank;
+            }
+        }
+        for (release, rank) in self.releases.iter_mut().zip(ranks) {
+            release.rank = rank;
+        }
+        for channel in &mut self.channels {
+            for step in &mut channel.ladder {
+                step.rank = self.releases[step.release].rank;
+            }
+            channel.ladder.sort_by_key(|step| step.rank);
+            let mut next_required = channel.ladder.len();
+            for at in (0..channel.ladder.len()).rev() {
+                if self.releases[channel.ladder[at].release].rule.required {
+                    next_required = at;
+                }
+                channel.ladder[at].next_required = next_required;
+            }
+            let mut mandatory = 0;
+            channel.mandatory_before = std::iter::once(0)
+                .chain(channel.ladder.iter().map(|step| {
+                    mandatory += u32::from(self.releases[step.release].rule.mandatory);
+                    mandatory
+                }))
+                .collect();
+        }
+        for (index, release) in self.releases.iter().enumerate() {
+            let digests = std::iter::once(&release.rule.md5).chain(&release.rule.sha256);
+            for digest in digests {
+                self.by_digest
+                    .entry(crate::conditional::prefix(digest.as_bytes()))
+                    .or_default()
+                    .push(index);
+            }
+        }
+    }
+
+    /// The current release of every channel served, in (app, channel) order.
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = &Rule> {
+        self.channels
+            .iter()
+            .map(|channel| &self.releases[channel.stable].rule)
+    }
+
+    /// The rollouts in progress, as (rollout id, percent), in (app, channel) order: what
+    /// the CDN's function needs to tell devices' cohorts from their keys.
+    pub fn rollouts(&self) -> impl Iterator<Item = (&str, u8)> {
+        self.channels
+            .iter()
+            .filter_map(|channel| channel.candidate.as_ref())
+            .map(|candidate| (candidate.id.as_str(), candidate.percent))
+    }
+
+    /// How many app and channel pairs are served.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.channels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.channels.is_empty()
     }
 
-    /// The rule for `app` on `channel`, ignoring letter case.
+    /// The release `app` serves on `channel` to devices outside any rollout, ignoring
+    /// letter case.
     pub fn get(&self, app: &str, channel: &str) -> Option<&Rule> {
         self.lookup(&app.to_ascii_lowercase(), &channel.to_ascii_lowercase())
-            .map(|index| &self.rules[index].rule)
+            .map(|index| self.stable(index))
     }
 
     fn lookup(&self, app: &str, channel: &str) -> Option<usize> {
         self.by_app.get(app)?.get(channel).copied()
     }
 
-    /// Selects one rule per app for `query`.
+    fn stable(&self, channel: usize) -> &Rule {
+        &self.releases[self.channels[channel].stable].rule
+    }
+
+    /// Selects one channel per app for `query`.
     ///
     /// Precedence for an app selected more than once: an explicit pin beats an attribute
     /// match, which beats the OS rule. Between two attribute matches the higher version
     /// wins (see [`compare_versions`]), and on equal versions the channel that sorts
     /// first. A pin naming a channel without a rule selects nothing for that app.
     pub fn resolve(&self, query: &DeviceQuery) -> Result<Selection<'_>, NoPackage> {
-        // app (lowercase) -> (reason, rule index)
+        // app (lowercase) -> (reason, channel index)
         let mut chosen: HashMap<&str, (Reason, usize)> = HashMap::new();
         let os_app = query.os_app();
         if let Some(index) = self.lookup(&os_app, query.os_channel()) {
@@ -203,12 +501,13 @@ impl RuleSet {
         }
         let mut items: Vec<(bool, &str, Selected<'_>)> = chosen
             .into_iter()
-            .map(|(app, (reason, index))| {
-                let served = &self.rules[index];
+            .map(|(app, (reason, channel))| {
+                let release = &self.releases[self.channels[channel].stable];
                 let selected = Selected {
-                    rule: &served.rule,
-                    object: &served.object,
+                    rule: &release.rule,
+                    object: &release.object,
                     reason,
+                    channel,
                 };
                 (app != os_app, app, selected)
             })
@@ -219,8 +518,8 @@ impl RuleSet {
         })
     }
 
-    fn app_key(&self, index: usize) -> &str {
-        &self.rules[index].app_key
+    fn app_key(&self, channel: usize) -> &str {
+        &self.channels[channel].app_key
     }
 
     /// Whether an attribute match replaces the current choice for its app.
@@ -228,7 +527,7 @@ impl RuleSet {
         if candidate.0 != current.0 {
             return candidate.0 > current.0;
         }
-        let (new, old) = (&self.rules[candidate.1].rule, &self.rules[current.1].rule);
+        let (new, old) = (self.stable(candidate.1), self.stable(current.1));
         compare_versions(&new.version, &old.version)
             .then_with(|| {
                 old.channel
@@ -237,6 +536,14 @@ impl RuleSet {
             })
             .is_gt()
     }
+}
+
+/// The key of a rule's app and channel: both in lowercase.
+fn group_key(rule: &Rule) -> (String, String) {
+    (
+        rule.app.to_ascii_lowercase(),
+        rule.channel.to_ascii_lowercase(),
+    )
 }
 
 #[cfg(test)]
@@ -729,7 +1036,7 @@ mod tests {
             vec![held.clone(), foreign.clone()],
             vec![foreign.clone(), held.clone()],
         ] {
-            let (set, rejected) = RuleSet::build_holding(fleet, holds_local);
+            let (set, rejected) = RuleSet::build_holding(fleet.into(), holds_local);
             assert_eq!(set.rules().collect::<Vec<_>>(), [&held]);
             assert_eq!(
                 rejected,
@@ -756,7 +1063,7 @@ mod tests {
         };
         let held = rule("scoreboard", "prod", "1.0.0", &["gamer"]);
         let (set, rejected) =
-            RuleSet::build_holding(vec![held.clone(), foreign.clone()], holds_local);
+            RuleSet::build_holding(vec![held.clone(), foreign.clone()].into(), holds_local);
         assert_eq!(set.rules().collect::<Vec<_>>(), [&held]);
         assert_eq!(
             rejected,
@@ -776,7 +1083,7 @@ mod tests {
             url: "s3://other-bucket/scoreboard_1.0.0".to_owned(),
             ..rule("scoreboard", "prod", "1.0.0", &["gamer"])
         };
-        let (set, rejected) = RuleSet::build_holding(vec![bad_md5.clone()], |_| false);
+        let (set, rejected) = RuleSet::build_holding(vec![bad_md5.clone()].into(), |_| false);
         assert!(set.is_empty());
         assert_eq!(
             rejected,
@@ -800,12 +1107,12 @@ mod tests {
         });
         fleet.push(rule("Scoreboard", "PROD", "9.0.0", &["gamer"]));
         let (built, built_rejected) = RuleSet::build(fleet.clone());
-        let (holding, holding_rejected) = RuleSet::build_holding(fleet.clone(), |_| true);
+        let (holding, holding_rejected) = RuleSet::build_holding(fleet.clone().into(), |_| true);
         assert!(built.rules().eq(holding.rules()));
         assert_eq!(built.len(), fleet.len() - 1);
         assert_eq!(built_rejected, holding_rejected);
         assert_eq!(built_rejected.len(), 1);
-        let (none, rejected) = RuleSet::build_holding(fleet.clone(), |_| false);
+        let (none, rejected) = RuleSet::build_holding(fleet.clone().into(), |_| false);
         assert!(none.is_empty());
         assert_eq!(rejected.len(), fleet.len());
         assert!(

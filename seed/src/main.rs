@@ -1,21 +1,25 @@
-//! fleetpack-seed: the operator's tool. Publishes binaries and rules, fills a store with
-//! the demo fleet, lists rules and shows what a device would get, through the same
-//! store and resolver code as the origin.
+//! fleetpack-seed: the operator's tool. Publishes binaries and rules, manages releases
+//! over time (history, rollback, staged rollouts), fills a store with the demo fleet,
+//! and shows what a device would get, through the same store and resolver code as the
+//! origin.
+
+mod channels;
+mod preview;
+mod publishing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use fleetpack_resolver::{ARCHIVE_FORMAT, DeviceRequest, Rule};
-use fleetpack_store::demo::{DEFAULT_DEMO_SIZE, publish_demo};
-use fleetpack_store::publish::{Published, Release, build_segment, publish};
-use fleetpack_store::{
-    AnyStore, Created, Initialized, Store, StoreOptions, init_logging, rule_set,
-};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::{Args, Parser, Subcommand};
+use fleetpack_store::demo::DEFAULT_DEMO_SIZE;
+use fleetpack_store::{Created, Initialized, StoreOptions, init_logging};
 
-/// Publish binaries and release rules for fleetpack, and preview what devices get.
+const EXIT_STATUS: &str = "Exit status: 0 when everything worked, 1 when something failed \
+    (the rest still ran; a conflict with another operator says to run again), 2 for bad \
+    arguments or a bad query.";
+
+/// Publish binaries and release rules for fleetpack, manage releases over time, and
+/// preview what devices get.
 #[derive(Debug, Parser)]
 #[command(
     name = "fleetpack-seed",
@@ -24,11 +28,13 @@ use indicatif::{ProgressBar, ProgressStyle};
     after_help = "Examples:\n  \
         fleetpack-seed demo\n  \
         fleetpack-seed --store aws --table ota-rules --bucket ota-binaries init\n  \
-        fleetpack-seed publish ./firmware.bin --app modemFW --channel beta --version 1.1 --attr cellular\n  \
-        fleetpack-seed publish ./os.img --app os_armv8 --channel prod --version 1.2.0 --cpu-arch armv8\n  \
+        fleetpack-seed publish ./os.img --app os_armv8 --channel prod --version 1.2.0 --cpu-arch armv8 --rollout 5\n  \
+        fleetpack-seed rollout --app os_armv8 --channel prod --percent 25\n  \
+        fleetpack-seed history --app os_armv8 --channel prod\n  \
+        fleetpack-seed rollback --app os_armv8 --channel prod\n  \
+        fleetpack-seed promote --app modemFW --from beta --to prod\n  \
         fleetpack-seed list\n  \
-        fleetpack-seed segments\n  \
-        fleetpack-seed resolve 'cpuArch=armv8&attrGamer=prod'\n\n\
+        fleetpack-seed resolve 'cpuArch=armv8&attrGamer=prod' --device-key 3f9c2a\n\n\
         Exit status: 0 when everything worked, 1 when something failed (the rest still ran), \
         2 for bad arguments or a bad query."
 )]
@@ -38,6 +44,17 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// An app on a channel.
+#[derive(Debug, Args)]
+struct Slot {
+    /// App name, e.g. `os_armv8` (the OS image for cpuArch=armv8) or `scoreboard`.
+    #[arg(long)]
+    app: String,
+    /// Channel (the table's `env`), e.g. `prod` or `beta`.
+    #[arg(long)]
+    channel: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,19 +72,20 @@ enum Command {
     },
     /// Publish FILE as VERSION of APP on CHANNEL.
     ///
-    /// The binary is stored as `<app>_<version>` first, then the rule for APP on CHANNEL
-    /// is written (replacing the previous one on that channel), so devices never see a
-    /// rule without its binary. A version always names the same bytes: publishing other
-    /// bytes under an existing app and version is refused.
+    /// The binary is stored as `<app>_<version>` first, then the release joins the
+    /// channel's history and becomes its current release (or, with --rollout, the
+    /// candidate for a share of devices), so devices never see a rule without its
+    /// binary. A version always names the same bytes: publishing other bytes under an
+    /// existing app and version is refused. Every earlier release stays in the history.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed publish ./modem.bin --app modemFW --channel beta --version 1.1 --attr cellular\n  \
+        fleetpack-seed publish ./os.img --app os_armv8 --channel prod --version 1.2.0 --cpu-arch armv8 --rollout 5\n  \
+        fleetpack-seed publish ./os.img --app os_armv8 --channel prod --version 1.1.5 --required --mandatory\n\n{EXIT_STATUS}"))]
     Publish {
         /// The binary to publish.
         file: PathBuf,
-        /// App name, e.g. `os_armv8` (the OS image for cpuArch=armv8) or `scoreboard`.
-        #[arg(long)]
-        app: String,
-        /// Channel (the table's `env`), e.g. `prod` or `beta`.
-        #[arg(long)]
-        channel: String,
+        #[command(flatten)]
+        slot: Slot,
         /// Version, e.g. `1.2.0`.
         #[arg(long)]
         version: String,
@@ -78,31 +96,140 @@ enum Command {
         /// `attr<Name>=<channel>` get it.
         #[arg(long = "attr", value_name = "NAME")]
         attributes: Vec<String>,
-        /// Mark the release as mandatory in the package metadata.
+        /// Mark the release as mandatory: devices that skip it are told their update is
+        /// mandatory too.
         #[arg(long)]
         mandatory: bool,
-        /// Store the rule disabled: kept, but not served.
+        /// Mark the release as required: devices below it get it before anything newer.
+        #[arg(long)]
+        required: bool,
+        /// Keep the release in the history, disabled: never served until enabled.
         #[arg(long)]
         disabled: bool,
+        /// Serve the release to PERCENT of the devices that send a `deviceKey`, and the
+        /// current release to the rest; `rollout` raises, halts or completes it.
+        #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+        rollout: Option<u8>,
     },
-    /// Build the compressed segment of every rule that lacks one for the current archive
-    /// format, e.g. after adopting a table made by the AWS sample. Rules without a size
-    /// or a deflate level get them too (the binary is checked against the rule's MD5 on
-    /// the way).
+    /// Build the compressed segment of every rule (current releases and history entries)
+    /// that lacks one for the current archive format, e.g. after adopting a table made
+    /// by the AWS sample. Rules without a size or a deflate level get them too (the
+    /// binary is checked against the rule's MD5 on the way).
     Segments,
-    /// List the stored rules, with the reason when one cannot be served.
+    /// List the current release of every app and channel, with the reason when one
+    /// cannot be served and the rollout in progress.
     List {
         /// Print the rules as JSON, in the table's attribute names.
         #[arg(long)]
         json: bool,
     },
+    /// Show every release of APP on CHANNEL, in publishing order: version, when it was
+    /// published, its state (current, candidate, disabled, ...) and flags.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed history --app os_armv8 --channel prod\n  \
+        fleetpack-seed history --app os_armv8 --channel prod --json\n\n{EXIT_STATUS}"))]
+    History {
+        #[command(flatten)]
+        slot: Slot,
+        /// Print the releases as JSON, in the table's attribute names.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an earlier release of APP on CHANNEL again, without the file at hand.
+    ///
+    /// Without --to, the enabled release published last before the current one. Devices
+    /// that run a newer version take the older one too: the release is marked as rolled
+    /// back on purpose. A rollout in progress ends.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed rollback --app os_armv8 --channel prod\n  \
+        fleetpack-seed rollback --app os_armv8 --channel prod --to 1.1.0\n\n{EXIT_STATUS}"))]
+    Rollback {
+        #[command(flatten)]
+        slot: Slot,
+        /// The version to serve.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+    },
+    /// Disable release VERSION of APP on CHANNEL: kept, never served. A disabled
+    /// current release gives way to the enabled release published last before it; a
+    /// disabled rollout candidate ends its rollout. Devices that run it keep it.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed disable --app os_armv8 --channel prod --version 1.2.0\n\n{EXIT_STATUS}"))]
+    Disable {
+        #[command(flatten)]
+        slot: Slot,
+        #[arg(long)]
+        version: String,
+    },
+    /// Enable release VERSION of APP on CHANNEL again. What the channel serves stays as
+    /// it is; `rollback --to VERSION` serves it.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed enable --app os_armv8 --channel prod --version 1.2.0\n\n{EXIT_STATUS}"))]
+    Enable {
+        #[command(flatten)]
+        slot: Slot,
+        #[arg(long)]
+        version: String,
+    },
+    /// Publish a release of APP on channel FROM to channel TO: the same bytes, no
+    /// upload. Without --version, the release FROM serves.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed promote --app modemFW --from beta --to prod\n  \
+        fleetpack-seed promote --app os_armv8 --from beta --to prod --version 2.0.0 --rollout 10\n\n{EXIT_STATUS}"))]
+    Promote {
+        #[arg(long)]
+        app: String,
+        #[arg(long, value_name = "CHANNEL")]
+        from: String,
+        #[arg(long, value_name = "CHANNEL")]
+        to: String,
+        #[arg(long)]
+        version: Option<String>,
+        /// Stage it: serve it to PERCENT of the devices that send a `deviceKey`.
+        #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+        rollout: Option<u8>,
+    },
+    /// Set the share of devices that take the candidate of APP's rollout on CHANNEL.
+    ///
+    /// 0 halts the rollout (everyone on the current release; raise it again to resume
+    /// with the same devices), 100 completes it (the candidate becomes the current
+    /// release). Raising the percent only adds devices.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed rollout --app os_armv8 --channel prod --percent 25\n  \
+        fleetpack-seed rollout --app os_armv8 --channel prod --percent 0\n  \
+        fleetpack-seed rollout --app os_armv8 --channel prod --percent 100\n\n{EXIT_STATUS}"))]
+    Rollout {
+        #[command(flatten)]
+        slot: Slot,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+    },
+    /// Print the state of the rollouts in progress for the CDN's cache key function:
+    /// the value of the template's `RolloutState` parameter.
+    ///
+    /// The CDN puts each device that sends a `deviceKey` in the cohorts of the
+    /// rollouts it takes part in, so that the key itself never splits the cache. After
+    /// each change of a rollout (publish or promote with --rollout, rollout, rollback,
+    /// disable), deploy the stack with this value; until then the CDN keeps the
+    /// previous shares.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed --store aws --table ota-rules --bucket ota-binaries cdn-state\n  \
+        aws cloudformation deploy --stack-name fleetpack --template-file cloudformation/fleetpack.yaml \\\n    \
+        --parameter-overrides RolloutState=\"$(fleetpack-seed --store aws --table ota-rules --bucket ota-binaries cdn-state)\"\n\n{EXIT_STATUS}"))]
+    CdnState,
     /// Show what a device sending QUERY would get, as the origin would answer it.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed resolve 'cpuArch=armv8&attrGamer=prod'\n  \
+        fleetpack-seed resolve 'cpuArch=armv8' --device-key 3f9c2a --if-none-match '<md5 of what it runs>'\n\n{EXIT_STATUS}"))]
     Resolve {
         /// The query string, e.g. 'cpuArch=armv8&attrGamer=prod'.
         query: String,
         /// The device's If-None-Match header: digests of binaries it already has.
         #[arg(long)]
         if_none_match: Option<String>,
+        /// The device's rollout key, as it sends it in `deviceKey=`.
+        #[arg(long)]
+        device_key: Option<String>,
     },
 }
 
@@ -166,221 +293,68 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
-        Command::Demo { size } => demo(&store, size).await,
+        Command::Demo { size } => publishing::demo(&store, size).await,
         Command::Publish {
             file,
-            app,
-            channel,
+            slot,
             version,
             cpu_arch,
             attributes,
             mandatory,
+            required,
             disabled,
+            rollout,
         } => {
-            let release = Release {
-                app,
-                channel,
+            let release = fleetpack_store::publish::Release {
+                app: slot.app,
+                channel: slot.channel,
                 version,
                 cpu_arch,
                 attributes,
                 mandatory,
+                required,
                 enabled: !disabled,
+                rollout,
             };
-            let size = std::fs::metadata(&file).map_or(0, |meta| meta.len());
-            // Drawn only on a terminal: indicatif hides itself otherwise.
-            let bar = ProgressBar::new(size).with_style(
-                ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {eta}")
-                    .expect("a valid template"),
-            );
-            let progress = {
-                let bar = bar.clone();
-                move |sent| bar.set_position(sent)
-            };
-            let published = publish(&store, &release, &file, &progress).await;
-            bar.finish_and_clear();
-            let published =
-                published.with_context(|| format!("cannot publish `{}`", file.display()))?;
-            report(&published);
-            Ok(Outcome::Success)
+            publishing::publish(&store, &release, &file).await
         }
-        Command::Segments => segments(&store).await,
-        Command::List { json } => list(&store, json).await,
+        Command::Segments => publishing::segments(&store).await,
+        Command::List { json } => preview::list(&store, json).await,
+        Command::CdnState => preview::cdn_state(&store).await,
+        Command::History { slot, json } => {
+            channels::history(&store, &slot.app, &slot.channel, json).await
+        }
+        Command::Rollback { slot, to } => {
+            channels::rollback(&store, &slot.app, &slot.channel, to.as_deref()).await
+        }
+        Command::Disable { slot, version } => {
+            channels::set_enabled(&store, &slot.app, &slot.channel, &version, false).await
+        }
+        Command::Enable { slot, version } => {
+            channels::set_enabled(&store, &slot.app, &slot.channel, &version, true).await
+        }
+        Command::Promote {
+            app,
+            from,
+            to,
+            version,
+            rollout,
+        } => channels::promote(&store, &app, &from, &to, version.as_deref(), rollout).await,
+        Command::Rollout { slot, percent } => {
+            channels::rollout(&store, &slot.app, &slot.channel, percent).await
+        }
         Command::Resolve {
             query,
             if_none_match,
-        } => resolve(&store, &query, if_none_match.as_deref()).await,
-    }
-}
-
-async fn demo(store: &AnyStore, size: u64) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome::Success;
-    for (demo, result) in publish_demo(store, size).await? {
-        match result {
-            Ok(published) => report(&published),
-            Err(error) => {
-                eprintln!(
-                    "fleetpack-seed: cannot publish {} {} on {}: {:#}",
-                    demo.app,
-                    demo.version,
-                    demo.channel,
-                    anyhow::Error::from(error)
-                );
-                outcome = Outcome::Failed;
-            }
-        }
-    }
-    Ok(outcome)
-}
-
-fn report(published: &Published) {
-    let rule = &published.rule;
-    let stored = if published.uploaded {
-        "stored"
-    } else {
-        "already stored"
-    };
-    let replaced = match &published.replaced {
-        Some(old) if old.version != rule.version => format!(", replacing {}", old.version),
-        _ => String::new(),
-    };
-    println!(
-        "published {} {} on {} ({} bytes, md5 {}, binary {stored}{replaced})",
-        rule.app,
-        rule.version,
-        rule.channel,
-        rule.size.unwrap_or_default(),
-        rule.md5
-    );
-}
-
-async fn segments(store: &AnyStore) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome::Success;
-    let (mut built, mut current) = (0, 0);
-    for rule in store.load_rules().await? {
-        if rule
-            .segment
-            .as_ref()
-            .is_some_and(|segment| segment.format == ARCHIVE_FORMAT)
-        {
-            current += 1;
-            continue;
-        }
-        match build_segment(store, &rule).await {
-            Ok(_) => {
-                built += 1;
-                println!(
-                    "built the segment of {} {} on {}",
-                    rule.app, rule.version, rule.channel
-                );
-            }
-            Err(error) => {
-                outcome = Outcome::Failed;
-                eprintln!(
-                    "fleetpack-seed: cannot build the segment of {} {} on {}: {:#}",
-                    rule.app,
-                    rule.version,
-                    rule.channel,
-                    anyhow::Error::from(error)
-                );
-            }
-        }
-    }
-    println!("{built} segments built, {current} already current");
-    Ok(outcome)
-}
-
-async fn list(store: &AnyStore, json: bool) -> anyhow::Result<Outcome> {
-    let mut rules = store.load_rules().await?;
-    rules.sort_by(|a, b| (&a.app, &a.channel).cmp(&(&b.app, &b.channel)));
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rules)?);
-        return Ok(Outcome::Success);
-    }
-    let (_, rejected) = rule_set(store, rules.clone());
-    let status = |rule: &Rule| {
-        if !rule.enabled {
-            return "disabled".to_owned();
-        }
-        rejected
-            .iter()
-            .find(|rejected| rejected.rule == *rule)
-            .map_or_else(
-                || "served".to_owned(),
-                |rejected| format!("not served: {}", rejected.reason),
+            device_key,
+        } => {
+            preview::resolve(
+                &store,
+                &query,
+                if_none_match.as_deref(),
+                device_key.as_deref(),
             )
-    };
-    println!(
-        "{:<20} {:<10} {:<12} {:<8} {:<20} {:>12}  {:<32}  STATUS",
-        "APP", "ENV", "VERSION", "CPUARCH", "ATTRIBUTES", "SIZE", "MD5"
-    );
-    for rule in &rules {
-        let attributes: Vec<&str> = rule
-            .device_attr
-            .iter()
-            .filter(|(_, on)| **on)
-            .map(|(name, _)| name.as_str())
-            .collect();
-        println!(
-            "{:<20} {:<10} {:<12} {:<8} {:<20} {:>12}  {:<32}  {}",
-            rule.app,
-            rule.channel,
-            rule.version,
-            rule.cpu_arch.as_deref().unwrap_or("-"),
-            if attributes.is_empty() {
-                "-".to_owned()
-            } else {
-                attributes.join(",")
-            },
-            rule.size
-                .map_or_else(|| "-".to_owned(), |size| size.to_string()),
-            rule.md5,
-            status(rule)
-        );
-    }
-    Ok(Outcome::Success)
-}
-
-async fn resolve(
-    store: &AnyStore,
-    query: &str,
-    if_none_match: Option<&str>,
-) -> anyhow::Result<Outcome> {
-    let query = query.strip_prefix('?').unwrap_or(query);
-    let device = match DeviceRequest::parse(query, if_none_match.map(str::as_bytes)) {
-        Ok(device) => device,
-        Err(error) => {
-            eprintln!("400 Bad Request: {error}");
-            return Ok(Outcome::BadInput);
+            .await
         }
-    };
-    let (rules, rejected) = rule_set(store, store.load_rules().await?);
-    for rejected in &rejected {
-        eprintln!(
-            "note: rule {} on {} is not served: {}",
-            rejected.rule.app, rejected.rule.channel, rejected.reason
-        );
     }
-    let plan = match rules.answer(&device) {
-        Ok(plan) => plan,
-        Err(error) => {
-            eprintln!("404 Not Found: {error}");
-            return Ok(Outcome::Failed);
-        }
-    };
-    if plan.is_not_modified() {
-        println!("304 Not Modified, ETag {}", plan.etag());
-        return Ok(Outcome::Success);
-    }
-    let files: Vec<String> = plan.to_send().map(|entry| entry.file_name()).collect();
-    println!("200 OK ({}), ETag {}", plan.payload().as_str(), plan.etag());
-    println!(
-        "binaries sent: {}",
-        if files.is_empty() {
-            "none".to_owned()
-        } else {
-            files.join(", ")
-        }
-    );
-    print!("{}", String::from_utf8_lossy(plan.details_json()));
-    Ok(Outcome::Success)
 }

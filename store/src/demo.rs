@@ -109,17 +109,13 @@ async fn publish_one<S: Store>(
         source,
     })?;
     let release = Release {
-        app: demo.app.to_owned(),
-        channel: demo.channel.to_owned(),
-        version: demo.version.to_owned(),
         cpu_arch: demo.cpu_arch.map(str::to_owned),
         attributes: demo
             .attributes
             .iter()
             .map(|name| (*name).to_owned())
             .collect(),
-        mandatory: false,
-        enabled: true,
+        ..Release::new(demo.app, demo.channel, demo.version)
     };
     publish(store, &release, &path, &|_| {}).await
 }

@@ -17,13 +17,14 @@ mod logging;
 mod object;
 mod open;
 pub mod publish;
+pub mod releases;
 pub mod splice;
 
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 
-use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleSet};
+use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleSet, StoredRules};
 
 pub use aws::{AwsStore, Created, ItemError};
 pub use digest::ObjectDigests;
@@ -70,9 +71,17 @@ pub enum StoreError {
         actual: u64,
     },
     #[error(
-        "the rule for app `{app}` on `{channel}` changed while it was being published; run the publish again"
+        "the current release of app `{app}` on `{channel}` changed while this command ran; run it again"
     )]
     Conflict { app: String, channel: String },
+    #[error(
+        "the history of app `{app}` on `{channel}` already holds version `{version}` with other bytes; a version names one binary forever"
+    )]
+    OtherBytes {
+        app: String,
+        channel: String,
+        version: String,
+    },
 }
 
 impl StoreError {
@@ -97,8 +106,8 @@ pub trait Store: Send + Sync + 'static {
     /// One line naming the store, for logs and `/readyz`.
     fn describe(&self) -> String;
 
-    /// Every stored rule, including disabled and invalid ones.
-    fn load_rules(&self) -> impl Future<Output = Result<Vec<Rule>, StoreError>> + Send;
+    /// Every stored rule, current and history, including disabled and invalid ones.
+    fn load_rules(&self) -> impl Future<Output = Result<StoredRules, StoreError>> + Send;
 
     /// A token that changes when the rules change, or `None` when the store cannot tell
     /// cheaply (then the origin reloads on every refresh).
@@ -145,15 +154,24 @@ pub trait Store: Send + Sync + 'static {
         progress: &Progress,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Writes `rule`, replacing the rule for the same app and channel (ignoring letter
-    /// case). Returns the rule it replaced.
-    fn put_rule(&self, rule: Rule)
-    -> impl Future<Output = Result<Option<Rule>, StoreError>> + Send;
+    /// Writes `rule` as the current release of its app and channel (names ignore letter
+    /// case), if the current one is still `expected` (`None`: there is none); else
+    /// fails with [`StoreError::Conflict`] and writes nothing.
+    fn put_rule(
+        &self,
+        rule: Rule,
+        expected: Option<&Rule>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds `release` to the history of its app and channel, or replaces the entry of
+    /// the same version when it has the same bytes (a change of flags); an entry with
+    /// other bytes fails with [`StoreError::OtherBytes`].
+    fn put_release(&self, release: Rule) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The stored rules that `store` can serve, indexed, and the others with the reason: the
 /// one place where the origin's snapshot and `fleetpack-seed list` and `resolve` get
 /// them from, so that they never disagree on what is served.
-pub fn rule_set<S: Store>(store: &S, stored: Vec<Rule>) -> (RuleSet, Vec<Rejected>) {
+pub fn rule_set<S: Store>(store: &S, stored: StoredRules) -> (RuleSet, Vec<Rejected>) {
     RuleSet::build_holding(stored, |object| store.holds(object))
 }

@@ -1,9 +1,11 @@
-//! The embedded store: a directory holding `rules.json` and `objects/<key>`.
+//! The embedded store: a directory holding `rules.json` (the current release of each app
+//! and channel, as the AWS sample's table holds them), `history.json` (every release
+//! published) and `objects/<key>`.
 //!
 //! Every write goes to a temporary file in the same directory, is synced, and is then
 //! renamed into place, so a reader (the origin) sees the old file or the new one, never
-//! a torn one. Writers of `rules.json` take an exclusive lock on `.lock` so that two
-//! `seed` runs never lose each other's rules.
+//! a torn one. Writers of the rules take an exclusive lock on `.lock` and check what
+//! they replace under it, so that two `seed` runs never lose each other's changes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::SeekFrom;
@@ -11,13 +13,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use fleetpack_resolver::{ObjectLocation, Rule};
+use fleetpack_resolver::{ObjectLocation, Rule, StoredRules};
 use tokio::io::AsyncSeekExt;
 
 use crate::digest::digest_file;
 use crate::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 
 const RULES_FILE: &str = "rules.json";
+const HISTORY_FILE: &str = "history.json";
 const OBJECTS_DIR: &str = "objects";
 const TMP_DIR: &str = "tmp";
 const LOCK_FILE: &str = ".lock";
@@ -44,6 +47,10 @@ impl LocalStore {
 
     fn rules_path(&self) -> PathBuf {
         self.root.join(RULES_FILE)
+    }
+
+    fn history_path(&self) -> PathBuf {
+        self.root.join(HISTORY_FILE)
     }
 
     /// The file of an object. Keys are checked by `ObjectLocation::parse` to be relative
@@ -87,7 +94,20 @@ impl LocalStore {
         })
     }
 
-    fn put_rule_blocking(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
+    fn read_stored(&self) -> Result<StoredRules, StoreError> {
+        Ok(StoredRules {
+            current: Self::read_rules(&self.rules_path())?,
+            history: Self::read_rules(&self.history_path())?,
+        })
+    }
+
+    /// Runs `change` on the rules file at `path` under the writers' lock and writes
+    /// what it leaves, sorted by app, channel and version.
+    fn change_rules(
+        &self,
+        path: &Path,
+        change: impl FnOnce(&mut Vec<Rule>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let lock_path = self.root.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -97,26 +117,60 @@ impl LocalStore {
             .map_err(StoreError::io("cannot open lock file", &lock_path))?;
         lock.lock()
             .map_err(StoreError::io("cannot lock", &lock_path))?;
-        let rules_path = self.rules_path();
-        let mut rules = Self::read_rules(&rules_path)?;
-        let same_slot = |other: &Rule| {
-            other.app.eq_ignore_ascii_case(&rule.app)
-                && other.channel.eq_ignore_ascii_case(&rule.channel)
-        };
-        let replaced = rules
-            .iter()
-            .position(same_slot)
-            .map(|index| rules.remove(index));
-        rules.push(rule);
-        rules.sort_by(|a, b| (&a.app, &a.channel).cmp(&(&b.app, &b.channel)));
+        let mut rules = Self::read_rules(path)?;
+        change(&mut rules)?;
+        rules.sort_by(|a, b| {
+            (&a.app, &a.channel, &a.version).cmp(&(&b.app, &b.channel, &b.version))
+        });
         let mut json =
             serde_json::to_vec_pretty(&rules).map_err(|source| StoreError::BadRulesFile {
-                path: rules_path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
         json.push(b'\n');
-        self.write_atomically(&rules_path, |file| file.write_all(&json))?;
-        Ok(replaced)
+        self.write_atomically(path, |file| file.write_all(&json))
+    }
+
+    fn put_rule_blocking(&self, rule: Rule, expected: Option<&Rule>) -> Result<(), StoreError> {
+        self.change_rules(&self.rules_path(), |rules| {
+            let slot = rules
+                .iter()
+                .position(|other| other.is(&rule.app, &rule.channel));
+            if slot.map(|at| &rules[at]) != expected {
+                return Err(StoreError::Conflict {
+                    app: rule.app.clone(),
+                    channel: rule.channel.clone(),
+                });
+            }
+            match slot {
+                Some(at) => rules[at] = rule,
+                None => rules.push(rule),
+            }
+            Ok(())
+        })
+    }
+
+    fn put_release_blocking(&self, release: Rule) -> Result<(), StoreError> {
+        self.change_rules(&self.history_path(), |history| {
+            let slot = history.iter().position(|other| {
+                other.is(&release.app, &release.channel) && other.version == release.version
+            });
+            match slot {
+                Some(at) if history[at].md5 != release.md5 => Err(StoreError::OtherBytes {
+                    app: release.app.clone(),
+                    channel: release.channel.clone(),
+                    version: release.version.clone(),
+                }),
+                Some(at) => {
+                    history[at] = release;
+                    Ok(())
+                }
+                None => {
+                    history.push(release);
+                    Ok(())
+                }
+            }
+        })
     }
 
     fn put_object_blocking(
@@ -171,26 +225,28 @@ impl Store for LocalStore {
         format!("local store at {}", self.root.display())
     }
 
-    async fn load_rules(&self) -> Result<Vec<Rule>, StoreError> {
-        let path = self.rules_path();
-        blocking(move || Self::read_rules(&path)).await
+    async fn load_rules(&self) -> Result<StoredRules, StoreError> {
+        let store = self.clone();
+        blocking(move || store.read_stored()).await
     }
 
     async fn rules_stamp(&self) -> Result<Option<RulesStamp>, StoreError> {
         // Every write renames a new file into place, so the inode changes with each one.
-        match tokio::fs::metadata(self.rules_path()).await {
-            Ok(meta) => Ok(Some(format!(
-                "{}:{}:{}:{}",
-                meta.dev(),
-                meta.ino(),
-                meta.mtime_nsec(),
-                meta.len()
-            ))),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Some("absent".to_owned())),
-            Err(error) => Err(StoreError::io("cannot read rules file", self.rules_path())(
-                error,
-            )),
+        let mut stamp = String::new();
+        for path in [self.rules_path(), self.history_path()] {
+            match tokio::fs::metadata(&path).await {
+                Ok(meta) => stamp.push_str(&format!(
+                    "{}:{}:{}:{};",
+                    meta.dev(),
+                    meta.ino(),
+                    meta.mtime_nsec(),
+                    meta.len()
+                )),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => stamp.push_str("absent;"),
+                Err(error) => return Err(StoreError::io("cannot read rules file", path)(error)),
+            }
         }
+        Ok(Some(stamp))
     }
 
     async fn open_object(&self, object: &ObjectLocation) -> Result<StoreObject, StoreError> {
@@ -249,8 +305,13 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    async fn put_rule(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
+    async fn put_rule(&self, rule: Rule, expected: Option<&Rule>) -> Result<(), StoreError> {
+        let (store, expected) = (self.clone(), expected.cloned());
+        blocking(move || store.put_rule_blocking(rule, expected.as_ref())).await
+    }
+
+    async fn put_release(&self, release: Rule) -> Result<(), StoreError> {
         let store = self.clone();
-        blocking(move || store.put_rule_blocking(rule)).await
+        blocking(move || store.put_release_blocking(release)).await
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use fleetpack_resolver::{ObjectLocation, Rule};
+use fleetpack_resolver::{ObjectLocation, Rule, StoredRules};
 
 use crate::aws::{AwsStore, Created};
 use crate::local::LocalStore;
@@ -166,7 +166,7 @@ impl Store for AnyStore {
         on_either!(self, store => store.describe())
     }
 
-    async fn load_rules(&self) -> Result<Vec<Rule>, StoreError> {
+    async fn load_rules(&self) -> Result<StoredRules, StoreError> {
         on_either!(self, store => store.load_rules().await)
     }
 
@@ -209,7 +209,11 @@ impl Store for AnyStore {
         on_either!(self, store => store.put_object(object, source, digests, progress).await)
     }
 
-    async fn put_rule(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
-        on_either!(self, store => store.put_rule(rule).await)
+    async fn put_rule(&self, rule: Rule, expected: Option<&Rule>) -> Result<(), StoreError> {
+        on_either!(self, store => store.put_rule(rule, expected).await)
+    }
+
+    async fn put_release(&self, release: Rule) -> Result<(), StoreError> {
+        on_either!(self, store => store.put_release(release).await)
     }
 }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::archive::{ArchiveError, Binary, write_segment};
 use crate::digest::{Digesting, ObjectDigests};
+use crate::releases::{Changed, ReleaseError, add_release};
 use crate::{Progress, Store, StoreError};
 
 /// What to publish: an app's version on a channel, and which devices it is for.
@@ -27,15 +28,43 @@ pub struct Release {
     /// Device attributes (`attr<Name>=` on the device side) this app is for.
     pub attributes: Vec<String>,
     pub mandatory: bool,
+    /// Devices below this version get it before anything newer.
+    pub required: bool,
     pub enabled: bool,
+    /// Serve it to this percent of the devices that send a key, as the candidate of a
+    /// staged rollout, instead of making it current at once.
+    pub rollout: Option<u8>,
+}
+
+impl Release {
+    /// An enabled, current release of `version` of `app` on `channel`, for devices of any
+    /// CPU and no attribute; set the rest with struct-update syntax.
+    pub fn new(
+        app: impl Into<String>,
+        channel: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Self {
+        Release {
+            app: app.into(),
+            channel: channel.into(),
+            version: version.into(),
+            cpu_arch: None,
+            attributes: Vec::new(),
+            mandatory: false,
+            required: false,
+            enabled: true,
+            rollout: None,
+        }
+    }
 }
 
 /// What [`publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
+    /// The release as published.
     pub rule: Rule,
-    /// The rule that served this app and channel before, if any.
-    pub replaced: Option<Rule>,
+    /// The channel's current release before and after.
+    pub changed: Changed,
     /// False when the same bytes were already stored under this app and version.
     pub uploaded: bool,
 }
@@ -82,12 +111,15 @@ pub enum PublishError {
         new: String,
     },
     #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Publishes the file at `path` as `release`: stores the object first (under
-/// `<app>_<version>`) and its compressed segment, then the rule, so a device never sees
-/// a rule whose object is missing. An app's version always names the same bytes:
+/// `<app>_<version>`) and its compressed segment, then the release in the channel's
+/// history and as its current release or rollout candidate, so a device never sees a
+/// rule whose object is missing. An app's version always names the same bytes:
 /// publishing other bytes under a version that exists is refused.
 pub async fn publish<S: Store>(
     store: &S,
@@ -132,6 +164,7 @@ pub async fn publish<S: Store>(
         sha256: Some(digests.sha256.clone()),
         enabled: release.enabled,
         mandatory: release.mandatory,
+        required: release.required,
         created_at: Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
         deflate_level: Some(entry.level),
         ..Rule::new(
@@ -151,14 +184,14 @@ pub async fn publish<S: Store>(
         new: digests.md5.clone(),
     };
     let stored_rules = store.load_rules().await?;
-    if let Some(other) = stored_rules.iter().find(|other| {
+    if let Some(other) = stored_rules.all().find(|other| {
         other.app.eq_ignore_ascii_case(&rule.app)
             && other.version == rule.version
             && other.md5 != rule.md5
     }) {
         return Err(taken(other.md5.clone()));
     }
-    if let Some(other) = stored_rules.iter().find(|other| {
+    if let Some(other) = stored_rules.all().find(|other| {
         other.app.eq_ignore_ascii_case(&rule.app)
             && other.channel.eq_ignore_ascii_case(&rule.channel)
             && (other.app != rule.app || other.channel != rule.channel)
@@ -179,37 +212,80 @@ pub async fn publish<S: Store>(
         }
     };
     rule.segment = Some(store_segment(store, &location, entry).await?);
-    let same_rule = stored_rules.iter().find(|other| {
-        let republished = Rule {
-            created_at: other.created_at.clone(),
-            ..rule.clone()
-        };
-        **other == republished
-    });
-    if let Some(existing) = same_rule
-        && !uploaded
-    {
-        // Publishing the same release again changes nothing, not even `createdAt`.
-        return Ok(Published {
-            rule: existing.clone(),
-            replaced: Some(existing.clone()),
-            uploaded,
-        });
-    }
-    let replaced = store.put_rule(rule.clone()).await?;
+    let changed = add_release(store, &stored_rules, rule.clone(), release.rollout).await?;
     Ok(Published {
         rule,
-        replaced,
+        changed,
         uploaded,
     })
 }
 
-/// Builds and stores the compressed segment of `rule`'s stored binary, for a rule stored
-/// without one or with one made for another archive format (a table made by the AWS
-/// sample, say), and writes the rule with it. A missing size or deflate level is filled
-/// in; the binary is checked against the rule's MD5 and size as it is read. Returns the
-/// rule as written.
-pub async fn build_segment<S: Store>(store: &S, rule: &Rule) -> Result<Rule, PublishError> {
+/// What [`build_segments`] did.
+#[derive(Debug)]
+pub struct SegmentsBuilt {
+    /// Each rule that lacked a segment, and whether it has one now.
+    pub built: Vec<(Rule, Result<(), PublishError>)>,
+    /// Rules whose segment was already made for the current archive format.
+    pub current: usize,
+}
+
+/// Builds and stores the compressed segment of every stored rule that lacks one for the
+/// current archive format (a table made by the AWS sample, say), and writes the rules
+/// with it: current releases and history alike, each binary compressed once. A missing
+/// size or deflate level is filled in; each binary is checked against its rule's MD5
+/// and size as it is read. One rule that fails is reported and the others go on.
+pub async fn build_segments<S: Store>(store: &S) -> Result<SegmentsBuilt, StoreError> {
+    let stored = store.load_rules().await?;
+    let mut made: Vec<Rule> = Vec::new();
+    let mut outcome = SegmentsBuilt {
+        built: Vec::new(),
+        current: 0,
+    };
+    let lacking = |rule: &Rule| {
+        rule.segment
+            .as_ref()
+            .is_none_or(|segment| segment.format != ARCHIVE_FORMAT)
+    };
+    let items = stored
+        .current
+        .iter()
+        .map(|rule| (rule, true))
+        .chain(stored.history.iter().map(|rule| (rule, false)));
+    for (rule, is_current) in items {
+        if !lacking(rule) {
+            outcome.current += 1;
+            continue;
+        }
+        let result = async {
+            // Releases of one binary share its segment: it is made once.
+            let filled = match made.iter().find(|done| done.url == rule.url) {
+                Some(done) => Rule {
+                    size: done.size,
+                    deflate_level: done.deflate_level,
+                    segment: done.segment.clone(),
+                    ..rule.clone()
+                },
+                None => {
+                    let filled = with_segment(store, rule).await?;
+                    made.push(filled.clone());
+                    filled
+                }
+            };
+            if is_current {
+                store.put_rule(filled, Some(rule)).await?;
+            } else {
+                store.put_release(filled).await?;
+            }
+            Ok(())
+        }
+        .await;
+        outcome.built.push((rule.clone(), result));
+    }
+    Ok(outcome)
+}
+
+/// `rule` with the compressed segment of its stored binary, built and stored.
+async fn with_segment<S: Store>(store: &S, rule: &Rule) -> Result<Rule, PublishError> {
     let location = ObjectLocation::parse(&rule.url).map_err(RuleError::from)?;
     let object = store.open_object(&location).await?;
     let len = object.len;
@@ -235,14 +311,12 @@ pub async fn build_segment<S: Store>(store: &S, rule: &Rule) -> Result<Rule, Pub
         object.into_reader(),
     )
     .await?;
-    let rule = Rule {
+    Ok(Rule {
         size: Some(len),
         deflate_level: Some(entry.level),
         segment: Some(store_segment(store, &location, entry).await?),
         ..rule.clone()
-    };
-    store.put_rule(rule.clone()).await?;
-    Ok(rule)
+    })
 }
 
 /// How much of a binary decides its deflate level.

@@ -53,11 +53,7 @@ async fn origin_started_before_its_table_recovers_by_itself() {
     let (table, bucket) = aws_names();
     let store = fleetpack_store::AwsStore::connect(&table, &bucket).await;
     let origin = Origin::serve_with(
-        TestStore::Aws {
-            store: store.clone(),
-            table: table.clone(),
-            bucket: bucket.clone(),
-        },
+        TestStore::aws(store.clone(), table.clone(), bucket.clone()),
         ServeConfig::default(),
     )
     .await;
@@ -101,11 +97,7 @@ async fn failed_refresh_keeps_serving_the_last_good_rules() {
         outcome.expect("publish demo release");
     }
     let origin = Origin::serve_with(
-        TestStore::Aws {
-            store,
-            table: table.clone(),
-            bucket,
-        },
+        TestStore::aws(store, table.clone(), bucket),
         quick_refresh(),
     )
     .await;
@@ -172,12 +164,7 @@ async fn rules_naming_another_bucket_are_left_out_by_the_origin_and_seed_alike()
         .send()
         .await
         .expect("put foreign rule");
-    let origin = Origin::serve(TestStore::Aws {
-        store,
-        table: table.clone(),
-        bucket: bucket.clone(),
-    })
-    .await;
+    let origin = Origin::serve(TestStore::aws(store, table.clone(), bucket.clone())).await;
     let report = origin.get("/readyz").await.json();
     assert_eq!(report["rules"], json!(9));
     assert_eq!(report["rejectedRules"], json!(1));
@@ -334,12 +321,7 @@ async fn seed_on_aws_creates_publishes_refuses_and_resolves() {
     );
 
     let store = aws_store(&table, &bucket).await;
-    let origin = Origin::serve(TestStore::Aws {
-        store,
-        table: table.clone(),
-        bucket: bucket.clone(),
-    })
-    .await;
+    let origin = Origin::serve(TestStore::aws(store, table.clone(), bucket.clone())).await;
     let query = "cpuArch=armv8&attrCellular=prod&payloadType=metadataOnly";
     let served = origin.get(&format!("/package?{query}")).await;
     let resolved = seed(&table, &bucket, &["resolve", query]);
@@ -410,7 +392,7 @@ async fn large_binaries_are_uploaded_in_parts() {
     );
     let md5 = hex::encode(Md5::digest(&bytes));
     let store = aws_store(&table, &bucket).await;
-    let rules = store.load_rules().await.expect("rules");
+    let rules = store.load_rules().await.expect("rules").current;
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].md5, md5);
     assert_eq!(rules[0].size, Some(bytes.len() as u64));
@@ -421,12 +403,7 @@ async fn table_made_like_the_sample_is_served_unchanged() {
     let (table, bucket) = aws_names();
     let fixture = sample_fixture(&table, &bucket);
     let store = fleetpack_store::AwsStore::connect(&table, &bucket).await;
-    let origin = Origin::serve(TestStore::Aws {
-        store,
-        table,
-        bucket: bucket.clone(),
-    })
-    .await;
+    let origin = Origin::serve(TestStore::aws(store, table, bucket.clone())).await;
     let local = Origin::serve(TestStore::demo_local().await).await;
     for query in SAMPLE_QUERIES {
         let metadata = origin
@@ -487,6 +464,117 @@ async fn table_made_like_the_sample_is_served_unchanged() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_shared_with_the_sample_keeps_its_current_items_right() {
+    let (table, bucket) = aws_names();
+    let fixture = sample_fixture(&table, &bucket);
+    let sample_md5 = |app: &str, env: &str| {
+        fixture
+            .iter()
+            .find(|item| item["app"] == json!(app) && item["env"] == json!(env))
+            .and_then(|item| item["md5"].as_str())
+            .expect("the fixture's item")
+            .to_owned()
+    };
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let file = scratch.path().join("os.img");
+    std::fs::write(&file, b"a newer OS image".repeat(500)).expect("write");
+    let file = file.to_str().expect("UTF-8 path");
+    let published = seed(
+        &table,
+        &bucket,
+        &[
+            "publish",
+            file,
+            "--app",
+            "os_armv8",
+            "--channel",
+            "prod",
+            "--version",
+            "1.2.0",
+            "--cpu-arch",
+            "armv8",
+        ],
+    );
+    assert_eq!(
+        published.status.code(),
+        Some(0),
+        "{}",
+        text(&published.stderr)
+    );
+
+    // What the sample reads: the item (app, env) is the current release, in its own
+    // attributes; the one it replaced is kept under a key no sample query asks for.
+    let dynamodb = dynamodb_client().await;
+    let item = |env: &str| {
+        let dynamodb = dynamodb.clone();
+        let table = table.clone();
+        let env = env.to_owned();
+        async move {
+            dynamodb
+                .get_item()
+                .table_name(table)
+                .key("app", AttributeValue::S("os_armv8".to_owned()))
+                .key("env", AttributeValue::S(env))
+                .send()
+                .await
+                .expect("get item")
+                .item
+        }
+    };
+    let current = item("prod").await.expect("the current item");
+    assert_eq!(current["version"], AttributeValue::S("1.2.0".to_owned()));
+    assert_eq!(
+        current["url"],
+        AttributeValue::S(format!("s3://{bucket}/os_armv8_1.2.0"))
+    );
+    assert_eq!(current["cpuArch"], AttributeValue::S("armv8".to_owned()));
+    let kept = item("prod#1.1.0")
+        .await
+        .expect("the replaced release, kept");
+    assert_eq!(
+        kept["md5"],
+        AttributeValue::S(sample_md5("os_armv8", "prod"))
+    );
+    // A sample-style query for a channel finds current items only.
+    let prod = dynamodb
+        .scan()
+        .table_name(&table)
+        .filter_expression("env = :env")
+        .expression_attribute_values(":env", AttributeValue::S("prod".to_owned()))
+        .send()
+        .await
+        .expect("scan");
+    assert_eq!(prod.items().len(), 5, "{:?}", prod.items());
+
+    let history = seed(
+        &table,
+        &bucket,
+        &["history", "--app", "os_armv8", "--channel", "prod"],
+    );
+    let rows: Vec<&str> = text(&history.stdout).lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{}", text(&history.stdout));
+    assert!(rows[0].contains("1.1.0") && rows[1].contains("1.2.0") && rows[1].contains("current"));
+
+    let rolled_back = seed(
+        &table,
+        &bucket,
+        &["rollback", "--app", "os_armv8", "--channel", "prod"],
+    );
+    assert_eq!(
+        rolled_back.status.code(),
+        Some(0),
+        "{}",
+        text(&rolled_back.stderr)
+    );
+    let current = item("prod").await.expect("the current item");
+    assert_eq!(current["version"], AttributeValue::S("1.1.0".to_owned()));
+    assert_eq!(
+        current["md5"],
+        AttributeValue::S(sample_md5("os_armv8", "prod"))
+    );
+}
+
 /// Runs tests/fixtures/aws_sample_init.py (boto3, as the sample's init.py) and returns
 /// what it wrote.
 fn sample_fixture(table: &str, bucket: &str) -> Vec<serde_json::Value> {
@@ -525,13 +613,8 @@ async fn seed_segments_builds_what_a_sample_table_lacks() {
     assert_eq!(text(&again.stdout), "0 segments built, 9 already current\n");
 
     let store = aws_store(&table, &bucket).await;
-    let rules = store.load_rules().await.expect("rules");
-    let origin = Origin::serve(TestStore::Aws {
-        store,
-        table,
-        bucket,
-    })
-    .await;
+    let rules = store.load_rules().await.expect("rules").current;
+    let origin = Origin::serve(TestStore::aws(store, table, bucket)).await;
     let package = origin.get("/package?cpuArch=armv8&attrGamer=prod").await;
     for app in ["os_armv8", "scoreboard", "videoStreamer"] {
         let rule = rules

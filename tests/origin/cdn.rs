@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fleetpack_origin::config::ServeConfig;
+use fleetpack_resolver::{RolloutState, canonical_query, is_member, rollout_id};
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::cdn_nginx::Cdn;
@@ -218,5 +219,82 @@ async fn aborted_package_is_never_cached() {
             origin.metric("fleetpack_packages_aborted_total").await,
             attempt
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_behind_the_cdn_caches_two_cohorts_and_never_mixes_them() {
+    let store = TestStore::demo(true).await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let file = scratch.path().join("os.img");
+    std::fs::write(&file, b"the candidate OS image".repeat(300)).expect("write");
+    let published = store.seed(&[
+        "publish",
+        file.to_str().expect("UTF-8 path"),
+        "--app",
+        "os_armv8",
+        "--channel",
+        "prod",
+        "--version",
+        "1.2.0",
+        "--cpu-arch",
+        "armv8",
+        "--rollout",
+        "30",
+    ]);
+    assert_eq!(published.status.code(), Some(0), "{:?}", published);
+    // What the operator deploys to the CDN's function.
+    let state = store.seed(&["cdn-state"]);
+    let rollouts: Vec<RolloutState> =
+        serde_json::from_slice(&state.stdout).expect("the rollout state as JSON");
+    let id = rollout_id("os_armv8", "prod", "1.2.0");
+    assert_eq!(
+        rollouts,
+        [RolloutState {
+            id: id.clone(),
+            percent: 30
+        }]
+    );
+    let (origin, cdn) = origin_behind_cdn(store, ServeConfig::default()).await;
+    let mut keys_seen = std::collections::HashSet::new();
+    for n in 0..120 {
+        let key = format!("k{n:03}-{}", n * 7919 % 1000);
+        let raw = format!("cpuArch=armv8&payloadType=metadataOnly&deviceKey={key}");
+        let keyed = canonical_query(&raw, &rollouts).expect("a query the origin accepts");
+        assert!(
+            !keyed.contains(&key),
+            "the raw key reached the cache key: {keyed}"
+        );
+        keys_seen.insert(keyed.clone());
+        let response = through(&cdn, &format!("/package?{keyed}"), &[]).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let expected = if is_member(&id, &key, 30) {
+            "1.2.0"
+        } else {
+            "1.1.0"
+        };
+        assert_eq!(
+            response.json()["os_armv8"]["latestVersion"],
+            expected,
+            "{key}: {}",
+            response.header("x-cache")
+        );
+    }
+    // Two cohorts, two cache entries: members and everyone else.
+    assert_eq!(keys_seen.len(), 2, "{keys_seen:?}");
+    assert_eq!(origin_200s(&origin).await, 2);
+    // A full package through the CDN holds the cohort's binary, never the other's.
+    for (query, binary) in [
+        (format!("cpuArch=armv8&cohort={id}"), "os_armv8_1.2.0"),
+        ("cpuArch=armv8".to_owned(), "os_armv8_1.1.0"),
+    ] {
+        for _ in 0..2 {
+            let package = through(&cdn, &format!("/package?{query}"), &[]).await;
+            let names: Vec<String> = crate::decode::decode_both(&package.body)
+                .into_iter()
+                .map(|member| member.name)
+                .collect();
+            assert_eq!(names, ["package_details.json", binary], "{query}");
+        }
     }
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use fleetpack_origin::config::{OriginSecret, ServeConfig};
-use fleetpack_resolver::{ObjectLocation, Rule};
+use fleetpack_resolver::{ObjectLocation, Rule, StoredRules};
 use fleetpack_store::demo::{DEMO_FLEET, DemoRelease, publish_demo, write_demo_binary};
 use fleetpack_store::publish::{Release, publish};
-use fleetpack_store::{AwsStore, LocalStore, Store};
+use fleetpack_store::{AnyStore, AwsStore, LocalStore, Store};
 use http::header::HOST;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -122,25 +122,40 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
 
 /// A store holding the demo fleet, local or on AWS.
 #[derive(Debug)]
-pub enum TestStore {
-    Local {
-        dir: TempDir,
-        store: LocalStore,
-    },
-    Aws {
-        store: AwsStore,
-        table: String,
-        bucket: String,
-    },
+pub struct TestStore {
+    pub store: AnyStore,
+    place: Place,
+}
+
+/// Where a test store keeps its rules and binaries.
+#[derive(Debug)]
+enum Place {
+    Local(TempDir),
+    Aws { table: String, bucket: String },
 }
 
 impl TestStore {
+    /// A local store in `dir`.
+    pub fn local(dir: TempDir, store: LocalStore) -> Self {
+        TestStore {
+            store: store.into(),
+            place: Place::Local(dir),
+        }
+    }
+
+    /// An AWS store on `table` and `bucket`.
+    pub fn aws(store: AwsStore, table: String, bucket: String) -> Self {
+        TestStore {
+            store: store.into(),
+            place: Place::Aws { table, bucket },
+        }
+    }
+
     /// The demo fleet on the store of this pass. `private_objects` gives an AWS store a
     /// bucket of its own, for tests that change objects.
     pub async fn demo(private_objects: bool) -> Self {
         if !on_aws() {
-            let (dir, store) = demo_store().await;
-            return TestStore::Local { dir, store };
+            return Self::demo_local().await;
         }
         let (table, own_bucket) = aws_names();
         let bucket = if private_objects {
@@ -150,26 +165,34 @@ impl TestStore {
         };
         let store = aws_store(&table, &bucket).await;
         publish_demo_fleet(&store).await;
-        TestStore::Aws {
-            store,
-            table,
-            bucket,
-        }
+        Self::aws(store, table, bucket)
     }
 
     /// The demo fleet on a local store, whatever the pass.
     pub async fn demo_local() -> Self {
         let (dir, store) = demo_store().await;
-        TestStore::Local { dir, store }
+        Self::local(dir, store)
+    }
+
+    /// An empty store of this pass, with a bucket of its own on AWS.
+    pub async fn empty() -> Self {
+        if on_aws() {
+            let (table, bucket) = aws_names();
+            let store = aws_store(&table, &bucket).await;
+            return Self::aws(store, table, bucket);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalStore::open(dir.path()).expect("open local store");
+        Self::local(dir, store)
     }
 
     /// The arguments that point `fleetpack-origin` or `fleetpack-seed` at this store.
     pub fn args(&self) -> Vec<String> {
-        match self {
-            TestStore::Local { dir, .. } => {
+        match &self.place {
+            Place::Local(dir) => {
                 vec!["--data-dir".to_owned(), dir.path().display().to_string()]
             }
-            TestStore::Aws { table, bucket, .. } => {
+            Place::Aws { table, bucket } => {
                 ["--store", "aws", "--table", table, "--bucket", bucket]
                     .map(str::to_owned)
                     .to_vec()
@@ -177,11 +200,20 @@ impl TestStore {
         }
     }
 
+    /// Runs `fleetpack-seed` on this store with `args`.
+    pub fn seed(&self, args: &[&str]) -> std::process::Output {
+        command("fleetpack-seed")
+            .args(self.args())
+            .args(args)
+            .output()
+            .expect("run fleetpack-seed")
+    }
+
     /// Writes the stored rules again, unchanged. The local store's file gets a new
     /// inode, so its stamp changes; the AWS store has no stamp and reads the table on
     /// every refresh anyway.
     pub fn rewrite_rules_unchanged(&self) {
-        if let TestStore::Local { dir, .. } = self {
+        if let Place::Local(dir) = &self.place {
             let rules = dir.path().join("rules.json");
             let copy = dir.path().join("rules.json.copy");
             std::fs::copy(&rules, &copy).expect("copy the rules file");
@@ -190,49 +222,59 @@ impl TestStore {
     }
 
     pub fn describe(&self) -> String {
-        match self {
-            TestStore::Local { store, .. } => store.describe(),
-            TestStore::Aws { store, .. } => store.describe(),
-        }
+        self.store.describe()
     }
 
     pub async fn publish(&self, release: &Release, path: &Path) {
-        let published = match self {
-            TestStore::Local { store, .. } => publish(store, release, path, &|_| {}).await,
-            TestStore::Aws { store, .. } => publish(store, release, path, &|_| {}).await,
-        };
-        published.expect("publish");
+        publish(&self.store, release, path, &|_| {})
+            .await
+            .expect("publish");
     }
 
+    /// The current release of every app and channel.
     pub async fn load_rules(&self) -> Vec<Rule> {
-        match self {
-            TestStore::Local { store, .. } => store.load_rules().await,
-            TestStore::Aws { store, .. } => store.load_rules().await,
-        }
-        .expect("load rules")
+        self.load_stored().await.current
     }
 
-    /// Removes the `segment` of every rule, as for a table the sample made.
+    pub async fn load_stored(&self) -> StoredRules {
+        self.store.load_rules().await.expect("load rules")
+    }
+
+    /// Removes the `segment` of every rule, current and history, as for a table the
+    /// sample made.
     pub async fn strip_segments(&self) {
-        for mut rule in self.load_rules().await {
-            rule.segment = None;
-            match self {
-                TestStore::Local { store, .. } => store.put_rule(rule).await,
-                TestStore::Aws { store, .. } => store.put_rule(rule).await,
-            }
-            .expect("write rule");
+        let stored = self.load_stored().await;
+        for rule in &stored.current {
+            let stripped = Rule {
+                segment: None,
+                ..rule.clone()
+            };
+            self.store
+                .put_rule(stripped, Some(rule))
+                .await
+                .expect("write rule");
+        }
+        for rule in stored.history {
+            let stripped = Rule {
+                segment: None,
+                ..rule
+            };
+            self.store
+                .put_release(stripped)
+                .await
+                .expect("write release");
         }
     }
 
     /// The stored bytes at `url` (`local://key` or `s3://bucket/key`).
     pub async fn read(&self, url: &str) -> Vec<u8> {
         let object = ObjectLocation::parse(url).expect("a store url");
-        let mut reader = match self {
-            TestStore::Local { store, .. } => store.open_object(&object).await,
-            TestStore::Aws { store, .. } => store.open_object(&object).await,
-        }
-        .expect("open object")
-        .into_reader();
+        let mut reader = self
+            .store
+            .open_object(&object)
+            .await
+            .expect("open object")
+            .into_reader();
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).await.expect("read object");
         bytes
@@ -274,15 +316,15 @@ impl TestStore {
     }
 
     async fn tamper_key(&self, key: String, bytes: Option<&[u8]>) {
-        match (self, bytes) {
-            (TestStore::Local { dir, .. }, Some(bytes)) => {
+        match (&self.place, bytes) {
+            (Place::Local(dir), Some(bytes)) => {
                 std::fs::write(dir.path().join("objects").join(key), bytes)
                     .expect("replace object");
             }
-            (TestStore::Local { dir, .. }, None) => {
+            (Place::Local(dir), None) => {
                 std::fs::remove_file(dir.path().join("objects").join(key)).expect("delete object");
             }
-            (TestStore::Aws { bucket, .. }, Some(bytes)) => {
+            (Place::Aws { bucket, .. }, Some(bytes)) => {
                 s3_client()
                     .await
                     .put_object()
@@ -293,7 +335,7 @@ impl TestStore {
                     .await
                     .expect("replace object");
             }
-            (TestStore::Aws { bucket, .. }, None) => {
+            (Place::Aws { bucket, .. }, None) => {
                 s3_client()
                     .await
                     .delete_object()
@@ -347,24 +389,12 @@ impl Origin {
         let stopped = async move {
             let _ = stopped.await;
         };
-        match &store {
-            TestStore::Local { store, .. } => {
-                tokio::spawn(fleetpack_origin::run(
-                    listener,
-                    store.clone(),
-                    config,
-                    stopped,
-                ));
-            }
-            TestStore::Aws { store, .. } => {
-                tokio::spawn(fleetpack_origin::run(
-                    listener,
-                    store.clone(),
-                    config,
-                    stopped,
-                ));
-            }
-        }
+        tokio::spawn(fleetpack_origin::run(
+            listener,
+            store.store.clone(),
+            config,
+            stopped,
+        ));
         Origin {
             addr,
             store,

@@ -86,13 +86,9 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh_and_ends_reuse
     std::fs::write(&binary, &bytes).expect("write binary");
     // An upper-case name sorts between the others only when case is ignored.
     let release = Release {
-        app: "Thermostat".to_owned(),
-        channel: "prod".to_owned(),
-        version: "3.1.0".to_owned(),
-        cpu_arch: None,
         attributes: vec!["gamer".to_owned()],
         mandatory: true,
-        enabled: true,
+        ..Release::new("Thermostat", "prod", "3.1.0")
     };
     origin.store.publish(&release, &binary).await;
 

@@ -14,6 +14,7 @@ mod harness;
 mod health;
 mod integrity;
 mod methods;
+mod releases;
 mod sample;
 mod seed_cli;
 mod segments;

@@ -53,6 +53,7 @@ fn seed_demo_then_list_shows_nine_served_rules() {
             "ATTRIBUTES",
             "SIZE",
             "MD5",
+            "ROLLOUT",
             "STATUS"
         ]
     );
@@ -79,6 +80,7 @@ fn seed_demo_then_list_shows_nine_served_rules() {
                 or_dash(release.attributes.join(",")),
                 DEMO_SIZE.to_string(),
                 demo_binary(release.app, release.channel).md5.clone(),
+                "-".to_owned(),
                 "served".to_owned(),
             ]
         })
@@ -146,7 +148,7 @@ async fn seed_resolve_prints_what_the_origin_serves() {
     assert_eq!(resolve.status.code(), Some(0), "{}", stderr(&resolve));
 
     let store = LocalStore::open(dir.path()).expect("open store");
-    let origin = Origin::serve(TestStore::Local { dir, store }).await;
+    let origin = Origin::serve(TestStore::local(dir, store)).await;
     let package = origin.get(&format!("/package?{query}")).await;
     let metadata = origin
         .get(&format!("/package?{query}&payloadType=metadataOnly"))
@@ -233,7 +235,8 @@ fn seed_segments_builds_only_what_is_missing() {
     let dir = seeded();
     let current = seed(dir.path(), &["segments"]);
     assert_eq!(current.status.code(), Some(0), "{}", stderr(&current));
-    assert_eq!(stdout(&current), "0 segments built, 9 already current\n");
+    // Nine current releases and their nine history entries.
+    assert_eq!(stdout(&current), "0 segments built, 18 already current\n");
 
     let rules_path = dir.path().join("rules.json");
     let mut rules: serde_json::Value =
@@ -256,7 +259,7 @@ fn seed_segments_builds_only_what_is_missing() {
     let built = seed(dir.path(), &["segments"]);
     assert_eq!(built.status.code(), Some(0), "{}", stderr(&built));
     assert!(
-        stdout(&built).ends_with("3 segments built, 6 already current\n"),
+        stdout(&built).ends_with("3 segments built, 15 already current\n"),
         "{}",
         stdout(&built)
     );

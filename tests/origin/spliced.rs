@@ -552,13 +552,8 @@ async fn a_device_that_leaves_mid_package_is_counted_as_gone_not_as_a_failure() 
     };
     write_demo_binary(&demo, SIZE, &path).expect("binary");
     let release = Release {
-        app: "os_bulk".to_owned(),
-        channel: "prod".to_owned(),
-        version: "1.0.0".to_owned(),
         cpu_arch: Some("bulk".to_owned()),
-        attributes: Vec::new(),
-        mandatory: false,
-        enabled: true,
+        ..Release::new("os_bulk", "prod", "1.0.0")
     };
     store.publish(&release, &path).await;
     let origin = Origin::serve(store).await;

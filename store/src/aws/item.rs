@@ -1,13 +1,29 @@
 //! Rules as DynamoDB items: the AWS sample's attributes (`app`, `env`, `version`,
 //! `ident`, `url`, `md5`, `cpuArch`, `deviceAttr`) and fleetpack's optional ones.
+//!
+//! The item `(app, env = <channel>)` is the current release, as in the sample. Every
+//! published release is kept beside it as `(app, env = <channel>#<version>)`: `#` is in
+//! no channel name, so the sample's queries, which ask for a channel, never match one.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleetpack_resolver::{Rule, SegmentRef};
+use fleetpack_resolver::{Rollout, Rule, SegmentRef};
 
 /// A DynamoDB item: attribute names and values.
 pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// Separates channel and version in the `env` of a history item.
+const HISTORY_SEPARATOR: char = '#';
+
+/// Which of a channel's items a rule is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ItemKind {
+    /// `(app, <channel>)`: the release the channel serves, as the sample reads it.
+    Current,
+    /// `(app, <channel>#<version>)`: a release in the channel's history.
+    Release,
+}
 
 /// Why a table item is not a rule. The item stays in the table; the store skips it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +41,8 @@ pub enum ItemError {
         value: String,
         expected: &'static str,
     },
+    #[error("history item `{env}` holds version `{version}`, not the one its key names")]
+    KeyVersion { env: String, version: String },
     /// An attribute of the item with this key is wrong.
     #[error("item {app} on {channel}")]
     InRule {
@@ -51,14 +69,29 @@ fn bad_value(name: impl Into<String>, value: &str, expected: &'static str) -> It
 }
 
 /// Reads an item with the sample's attributes (and our optional ones).
-pub(super) fn rule_from_item(item: &Item) -> Result<Rule, ItemError> {
+pub(super) fn rule_from_item(item: &Item) -> Result<(Rule, ItemKind), ItemError> {
     let app = required(item, "app")?;
-    let channel = required(item, "env")?;
-    read_rule(item, app.clone(), channel.clone()).map_err(|reason| ItemError::InRule {
-        app,
-        channel,
+    let env = required(item, "env")?;
+    let in_rule = |reason: ItemError| ItemError::InRule {
+        app: app.clone(),
+        channel: env.clone(),
         reason: Box::new(reason),
-    })
+    };
+    match env.split_once(HISTORY_SEPARATOR) {
+        None => read_rule(item, app.clone(), env.clone())
+            .map(|rule| (rule, ItemKind::Current))
+            .map_err(in_rule),
+        Some((channel, version)) => {
+            let rule = read_rule(item, app.clone(), channel.to_owned()).map_err(in_rule)?;
+            if rule.version != version {
+                return Err(in_rule(ItemError::KeyVersion {
+                    env: env.clone(),
+                    version: rule.version,
+                }));
+            }
+            Ok((rule, ItemKind::Release))
+        }
+    }
 }
 
 fn read_rule(item: &Item, app: String, channel: String) -> Result<Rule, ItemError> {
@@ -89,6 +122,11 @@ fn read_rule(item: &Item, app: String, channel: String) -> Result<Rule, ItemErro
         created_at: text(item, "createdAt")?,
         segment: segment_from_item(item.get("segment"))?,
         deflate_level,
+        sequence: number(item, "sequence")?,
+        required: flag(item, "required")?.unwrap_or(false),
+        rollout: rollout_from_item(item.get("rollout"))?,
+        rolled_back: flag(item, "rolledBack")?.unwrap_or(false),
+        revision: number(item, "revision")?,
         ..Rule::new(
             app,
             channel,
@@ -130,6 +168,26 @@ fn flag(item: &Item, name: &str) -> Result<Option<bool>, ItemError> {
     }
 }
 
+/// Reads the `rollout` map written by [`item_from_rule`].
+fn rollout_from_item(value: Option<&AttributeValue>) -> Result<Option<Rollout>, ItemError> {
+    let map = match value {
+        None | Some(AttributeValue::Null(_)) => return Ok(None),
+        Some(AttributeValue::M(map)) => map,
+        Some(_) => return Err(wrong_type("rollout", "a map")),
+    };
+    let version = match map.get("version") {
+        Some(AttributeValue::S(version)) => version.clone(),
+        _ => return Err(wrong_type("rollout.version", "a string")),
+    };
+    let percent = match map.get("percent") {
+        Some(AttributeValue::N(number)) => number
+            .parse::<u8>()
+            .map_err(|_| bad_value("rollout.percent", number, "a percent"))?,
+        _ => return Err(wrong_type("rollout.percent", "a number")),
+    };
+    Ok(Some(Rollout { version, percent }))
+}
+
 /// Reads the `segment` map written by [`item_from_rule`].
 fn segment_from_item(value: Option<&AttributeValue>) -> Result<Option<SegmentRef>, ItemError> {
     let map = match value {
@@ -162,10 +220,15 @@ fn segment_from_item(value: Option<&AttributeValue>) -> Result<Option<SegmentRef
     }))
 }
 
-pub(super) fn item_from_rule(rule: &Rule) -> Item {
+/// The item of `rule` as the current release of its channel or as a history entry.
+pub(super) fn item_from_rule(rule: &Rule, kind: ItemKind) -> Item {
+    let env = match kind {
+        ItemKind::Current => rule.channel.clone(),
+        ItemKind::Release => format!("{}{HISTORY_SEPARATOR}{}", rule.channel, rule.version),
+    };
     let mut item = HashMap::from([
         ("app".to_owned(), AttributeValue::S(rule.app.clone())),
-        ("env".to_owned(), AttributeValue::S(rule.channel.clone())),
+        ("env".to_owned(), AttributeValue::S(env)),
         (
             "version".to_owned(),
             AttributeValue::S(rule.version.clone()),
@@ -196,6 +259,32 @@ pub(super) fn item_from_rule(rule: &Rule) -> Item {
     optional(
         "mandatory",
         rule.mandatory.then_some(AttributeValue::Bool(true)),
+    );
+    optional(
+        "required",
+        rule.required.then_some(AttributeValue::Bool(true)),
+    );
+    optional(
+        "rolledBack",
+        rule.rolled_back.then_some(AttributeValue::Bool(true)),
+    );
+    let number = |value: Option<u64>| value.map(|value| AttributeValue::N(value.to_string()));
+    optional("sequence", number(rule.sequence));
+    optional("revision", number(rule.revision));
+    optional(
+        "rollout",
+        rule.rollout.as_ref().map(|rollout| {
+            AttributeValue::M(HashMap::from([
+                (
+                    "version".to_owned(),
+                    AttributeValue::S(rollout.version.clone()),
+                ),
+                (
+                    "percent".to_owned(),
+                    AttributeValue::N(rollout.percent.to_string()),
+                ),
+            ]))
+        }),
     );
     optional(
         "deviceAttr",
@@ -259,6 +348,14 @@ mod tests {
                 format: "fleetpack-archive/1".to_owned(),
             }),
             deflate_level: Some(0),
+            sequence: Some(7),
+            required: true,
+            rollout: Some(Rollout {
+                version: "1.1.0".to_owned(),
+                percent: 10,
+            }),
+            rolled_back: true,
+            revision: Some(3),
             ..Rule::new(
                 "scoreboard",
                 "prod",
@@ -267,12 +364,15 @@ mod tests {
                 "0123456789abcdef0123456789abcdef",
             )
         };
-        let item = item_from_rule(&rule);
+        let item = item_from_rule(&rule, ItemKind::Current);
         assert_eq!(
             item["ident"],
             AttributeValue::S("scoreboard_1.0.0".to_owned())
         );
-        assert_eq!(rule_from_item(&item), Ok(rule));
+        assert_eq!(rule_from_item(&item), Ok((rule.clone(), ItemKind::Current)));
+        let release = item_from_rule(&rule, ItemKind::Release);
+        assert_eq!(release["env"], AttributeValue::S("prod#1.0.0".to_owned()));
+        assert_eq!(rule_from_item(&release), Ok((rule, ItemKind::Release)));
     }
 
     #[test]
@@ -304,7 +404,8 @@ mod tests {
                 ])),
             ),
         ]);
-        let rule = rule_from_item(&item).expect("a rule");
+        let (rule, kind) = rule_from_item(&item).expect("a rule");
+        assert_eq!(kind, ItemKind::Current);
         assert_eq!(rule.app, "videoStreamer");
         assert_eq!(rule.channel, "prod");
         assert_eq!(rule.device_attr.len(), 2);

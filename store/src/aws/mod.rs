@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
@@ -18,13 +19,13 @@ use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
-use fleetpack_resolver::{ObjectLocation, Rule};
+use fleetpack_resolver::{ObjectLocation, Rule, StoredRules};
 use tokio::io::AsyncReadExt;
 
 mod item;
 
 pub use item::ItemError;
-use item::{Item, item_from_rule, rule_from_item};
+use item::{ItemKind, item_from_rule, rule_from_item};
 
 use crate::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 
@@ -410,21 +411,25 @@ impl AwsStore {
             })?;
         Ok(StoreObject::new(len, output.body.into_async_read()))
     }
+}
 
-    async fn get_rule(&self, app: &str, channel: &str) -> Result<Option<Item>, StoreError> {
-        let found = self
-            .dynamodb
-            .get_item()
-            .table_name(&self.table)
-            .key("app", AttributeValue::S(app.to_owned()))
-            .key("env", AttributeValue::S(channel.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(service(format!(
-                "cannot read the rule for {app} on {channel}"
-            )))?;
-        Ok(found.item)
+/// Sends a conditional PutItem: a failed condition is `refused()`, any other failure
+/// fails `action`.
+async fn put_unless_refused(
+    put: PutItemFluentBuilder,
+    action: String,
+    refused: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    match put.send().await {
+        Ok(_) => Ok(()),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Err(refused())
+        }
+        Err(error) => Err(service(action)(error)),
     }
 }
 
@@ -441,7 +446,7 @@ impl Store for AwsStore {
         )
     }
 
-    async fn load_rules(&self) -> Result<Vec<Rule>, StoreError> {
+    async fn load_rules(&self) -> Result<StoredRules, StoreError> {
         let mut items = self
             .dynamodb
             .scan()
@@ -449,11 +454,12 @@ impl Store for AwsStore {
             .into_paginator()
             .items()
             .send();
-        let mut rules = Vec::new();
+        let mut rules = StoredRules::default();
         while let Some(item) = items.next().await {
             let item = item.map_err(service(format!("cannot scan table `{}`", self.table)))?;
             match rule_from_item(&item) {
-                Ok(rule) => rules.push(rule),
+                Ok((rule, ItemKind::Current)) => rules.current.push(rule),
+                Ok((rule, ItemKind::Release)) => rules.history.push(rule),
                 Err(reason) => {
                     tracing::warn!(table = %self.table, reason = &reason as &dyn std::error::Error, "item is not a rule; left out")
                 }
@@ -553,49 +559,62 @@ impl Store for AwsStore {
         }
     }
 
-    async fn put_rule(&self, rule: Rule) -> Result<Option<Rule>, StoreError> {
-        let current = self.get_rule(&rule.app, &rule.channel).await?;
-        let mut put = self
+    async fn put_rule(&self, rule: Rule, expected: Option<&Rule>) -> Result<(), StoreError> {
+        let put = self
             .dynamodb
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item_from_rule(&rule)));
-        // Written only if the rule is still the one read above: two publishers racing on
-        // one app and channel cannot overwrite each other's version unseen.
-        put = match &current {
+            .set_item(Some(item_from_rule(&rule, ItemKind::Current)));
+        // Written only if the current release is still the one the caller read: two
+        // operators racing on one app and channel cannot overwrite each other unseen.
+        let put = match expected {
             None => put.condition_expression("attribute_not_exists(app)"),
-            Some(item) => put
-                .condition_expression("#version = :version AND md5 = :md5")
+            Some(Rule {
+                revision: Some(revision),
+                ..
+            }) => put
+                .condition_expression("#revision = :revision")
+                .expression_attribute_names("#revision", "revision")
+                .expression_attribute_values(":revision", AttributeValue::N(revision.to_string())),
+            // An item written by the AWS sample, or before revisions.
+            Some(expected) => put
+                .condition_expression(
+                    "attribute_not_exists(#revision) AND #version = :version AND md5 = :md5",
+                )
+                .expression_attribute_names("#revision", "revision")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(
                     ":version",
-                    item.get("version")
-                        .cloned()
-                        .unwrap_or(AttributeValue::Null(true)),
+                    AttributeValue::S(expected.version.clone()),
                 )
-                .expression_attribute_values(
-                    ":md5",
-                    item.get("md5")
-                        .cloned()
-                        .unwrap_or(AttributeValue::Null(true)),
-                ),
+                .expression_attribute_values(":md5", AttributeValue::S(expected.md5.clone())),
         };
-        match put.send().await {
-            Ok(_) => Ok(current.and_then(|item| rule_from_item(&item).ok())),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    app: rule.app,
-                    channel: rule.channel,
-                })
-            }
-            Err(error) => Err(service(format!(
-                "cannot write the rule for {} on {}",
-                rule.app, rule.channel
-            ))(error)),
-        }
+        let action = format!("cannot write the rule for {} on {}", rule.app, rule.channel);
+        put_unless_refused(put, action, || StoreError::Conflict {
+            app: rule.app,
+            channel: rule.channel,
+        })
+        .await
+    }
+
+    async fn put_release(&self, release: Rule) -> Result<(), StoreError> {
+        // Never other bytes under a version that is there: a version names one binary.
+        let put = self
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_from_rule(&release, ItemKind::Release)))
+            .condition_expression("attribute_not_exists(app) OR md5 = :md5")
+            .expression_attribute_values(":md5", AttributeValue::S(release.md5.clone()));
+        let action = format!(
+            "cannot write release {} of {} on {}",
+            release.version, release.app, release.channel
+        );
+        put_unless_refused(put, action, || StoreError::OtherBytes {
+            app: release.app,
+            channel: release.channel,
+            version: release.version,
+        })
+        .await
     }
 }
