@@ -168,13 +168,7 @@ async fn start_rollouts(store: &LocalStore, origin: SocketAddr) -> Vec<RolloutSt
             .expect("publish a candidate");
     }
     let (rules, _) = RuleSet::build_holding(store.load_rules().await.expect("rules"), |_| true);
-    let rollouts: Vec<RolloutState> = rules
-        .rollouts()
-        .map(|(id, percent)| RolloutState {
-            id: id.to_owned(),
-            percent,
-        })
-        .collect();
+    let rollouts: Vec<RolloutState> = rules.rollouts().cloned().collect();
     assert_eq!(rollouts.len(), 2);
     // The origin reloads the rules within a second; until then it serves none of them.
     let probe = format!(

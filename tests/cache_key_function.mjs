@@ -4,7 +4,8 @@
 //
 //   node tests/cache_key_function.mjs cloudformation/fleetpack.yaml tests/cache_key_vectors.json
 //     checks the function against the shared vectors, the cases the resolver's canonical
-//     form is checked against too (resolver/src/cache_key.rs);
+//     form is checked against too (resolver/src/cache_key.rs), and that the RolloutState
+//     parameter takes the vectors' states and nothing that is not such a state;
 //   node tests/cache_key_function.mjs cloudformation/fleetpack.yaml --evaluate inputs.json
 //     prints the function's rewrite of every input as JSON, for the differential test
 //     against the resolver (resolver/tests/cdn_function.rs). inputs.json holds
@@ -19,14 +20,36 @@ import { deepStrictEqual } from 'node:assert';
 
 // CloudFront's limit on a function's code.
 const MAX_FUNCTION_BYTES = 10240;
+// CloudFormation's limit on a parameter's value.
+const MAX_PARAMETER_BYTES = 4096;
 // Where CloudFormation's Fn::Sub puts the stack's RolloutState parameter.
 const STATE_PLACEHOLDER = '${RolloutState}';
-// Rollouts as a busy fleet has them in progress, for the code size check.
-const TWENTY_ROLLOUTS = Array.from({ length: 20 }, (_, n) =>
-  ({ id: crypto.createHash('sha256').update(`rollout ${n}`).digest('hex').slice(0, 8), percent: 10 + n }));
+// Rollouts as a busy fleet has them in progress, for the size checks.
+const TWENTY_ROLLOUTS = Array.from({ length: 20 }, (_, n) => ({
+  id: crypto.createHash('sha256').update(`rollout ${n}`).digest('hex').slice(0, 8),
+  percent: 10 + n,
+  app: `fleet-app-${String(n).padStart(2, '0')}`,
+  channel: 'early_access',
+  attributes: ['cellular', 'camera-hd'],
+}));
+// States the parameter must refuse: the state becomes part of the function's code, so
+// nothing but the strict JSON that fleetpack-seed cdn-state prints may pass.
+const REFUSED_STATES = [
+  '[{"id":"2d1a5982","percent":10}]',
+  '[{"id":"2d1a5982","percent":100,"app":"os_armv8","channel":"prod","attributes":[]}]',
+  '[{"id":"2d1a5982","percent":10,"app":"OS_armv8","channel":"prod","attributes":[]}]',
+  '[{"id":"2d1a5982","percent":10,"app":"os_armv8","channel":"prod","attributes":[""]}]',
+  '[{"id":"2d1a5982","percent":10,"app":"os_armv8","channel":"prod","attributes":[],"x":1}]',
+  '[{"id":"2d1a5982","percent":10,"app":"a"+fetch()+"b","channel":"prod","attributes":[]}]',
+  '[{"id":"2d1a5982","percent":10,"app":"a\\"+fetch()+\\"b","channel":"prod","attributes":[]}]',
+  '[{"id":"2d1a5982","percent":10,"app":"os_armv8","channel":"prod","attributes":[]},]',
+  '[];fetch()',
+  '[]\n;fetch()',
+];
 
 const [templatePath, ...rest] = process.argv.slice(2);
-const code = functionCode(readFileSync(templatePath, 'utf8'));
+const template = readFileSync(templatePath, 'utf8');
+const code = functionCode(template);
 
 // The literal block under the one `FunctionCode: !Sub |` line, with its indentation removed.
 function functionCode(template) {
@@ -50,6 +73,16 @@ function functionCode(template) {
     throw new Error(`${templatePath}: the function code must hold '\${' once, in ${STATE_PLACEHOLDER}`);
   }
   return text;
+}
+
+// The RolloutState parameter's AllowedPattern, as CloudFormation applies it (to the whole
+// value: Java's String.matches).
+function statePattern() {
+  const found = /^  RolloutState:\n(?:    .*\n)*?    AllowedPattern: '(.*)'$/m.exec(template);
+  if (!found) {
+    throw new Error(`${templatePath}: no AllowedPattern in the RolloutState parameter`);
+  }
+  return new RegExp(`^(?:${found[1]})$`);
 }
 
 // The code as the stack deploys it with this rollout state.
@@ -155,6 +188,17 @@ function checkVectors(vectorsPath) {
   const size = Buffer.byteLength(deployed(TWENTY_ROLLOUTS));
   check(`the function's code with 20 rollouts fits CloudFront's limit (${size} bytes)`,
     size <= MAX_FUNCTION_BYTES, true);
+
+  const pattern = statePattern();
+  const states = [...vectors.queryWithRollouts.map((vector) => vector.rollouts ?? []), TWENTY_ROLLOUTS];
+  for (const state of states) {
+    check(`the parameter accepts ${shown(state)}`, pattern.test(JSON.stringify(state)), true);
+  }
+  for (const state of REFUSED_STATES) {
+    check(`the parameter refuses ${shown(state)}`, pattern.test(state), false);
+  }
+  const stateBytes = Buffer.byteLength(JSON.stringify(TWENTY_ROLLOUTS));
+  check(`20 rollouts fit CloudFormation's limit (${stateBytes} bytes)`, stateBytes <= MAX_PARAMETER_BYTES, true);
 
   for (const failure of failures) {
     console.error(`FAIL ${failure}`);

@@ -14,19 +14,20 @@
 //! A device's `deviceKey` never reaches the cache key: it would give every device an
 //! entry of its own. The function holds the rollouts in progress ([`RolloutState`], the
 //! stack's `RolloutState` parameter) and replaces the key by `cohort=<id>.<id>...`, the
-//! rollouts the device is in, which the origin serves as it would serve the key; or
-//! drops the key when the device is in none, so the device shares the entry of devices
-//! that send no key.
+//! rollouts the device is in among those its query can select, which the origin serves
+//! as it would serve the key; or drops the key when there are none, so the device
+//! shares the entry of devices that send no key.
 
 use serde::{Deserialize, Serialize};
 
 use crate::conditional::IfNoneMatch;
 use crate::ident::is_ident_byte;
-use crate::query::{DeviceQuery, MAX_COHORTS, MAX_QUERY_BYTES};
+use crate::query::{DeviceQuery, MAX_COHORTS, MAX_QUERY_BYTES, Selector};
 use crate::rollout::is_member;
 
 /// A staged rollout in progress (0 < percent < 100), as the CDN's function knows it.
-/// The function's state is a JSON list of these: `[{"id":"2d1a5982","percent":10}]`.
+/// The function's state is a JSON list of these, fields in this order:
+/// `[{"id":"2d1a5982","percent":10,"app":"os_armv8","channel":"prod","attributes":[]}]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutState {
@@ -34,25 +35,58 @@ pub struct RolloutState {
     pub id: String,
     /// The share of devices that take the rollout's candidate.
     pub percent: u8,
+    /// The app of the rollout, in lowercase.
+    pub app: String,
+    /// The channel of the rollout, in lowercase.
+    pub channel: String,
+    /// The device attributes (`deviceAttr` names set to true) of the channel's current
+    /// release, in lowercase: `attr<name>=<channel>` selects the app on the channel.
+    pub attributes: Vec<String>,
+}
+
+impl RolloutState {
+    /// Whether `query` can select this rollout's app on its channel: by the OS rule
+    /// (`os_<cpuArch>` on the `os=` channel), by an `attr<name>=<channel>` of one of its
+    /// attributes, or by a pin `<app>=<channel>`.
+    ///
+    /// Deliberately a superset of what [`crate::RuleSet::resolve`] selects, which also
+    /// weighs a pin over an attribute match over the OS rule and may end up choosing
+    /// another channel for the app: listing a rollout the origin then does not serve
+    /// costs only a cache entry, while leaving out one it serves would give a member
+    /// the current release instead of the candidate.
+    fn can_be_selected_by(&self, query: &DeviceQuery) -> bool {
+        let on_channel = |selector: &Selector| selector.channel == self.channel;
+        let by_os = self.app.strip_prefix("os_") == Some(query.cpu_arch())
+            && query.os_channel() == self.channel;
+        let by_attribute = query
+            .attributes()
+            .iter()
+            .any(|selector| on_channel(selector) && self.attributes.contains(&selector.name));
+        let by_pin = query
+            .pins()
+            .iter()
+            .any(|pin| on_channel(pin) && pin.name == self.app);
+        by_os || by_attribute || by_pin
+    }
 }
 
 /// The canonical form of a query string: parameter names and values in lowercase,
 /// sorted by name, `os=prod` and `payloadType=fullPayload` (the defaults) left out, and
-/// a `deviceKey` replaced by the rollouts of `rollouts` the device is in
-/// (`cohort=<ids, sorted, joined by '.'>`, or nothing when it is in none; any `cohort`
-/// the device sent beside its key is replaced too).
+/// a `deviceKey` replaced by the rollouts of `rollouts` that the query can select and
+/// the device is in (`cohort=<ids, sorted, joined by '.'>`, or nothing when there are
+/// none; any `cohort` the device sent beside its key is replaced too).
 ///
 /// `None` when the query is to be forwarded as sent: the origin refuses it; it uses
 /// percent-encoding (rare, and a CDN may hand it over decoded or not); or the device is
-/// in more rollouts than one `cohort` value holds, or its cohorts would take the query
-/// over [`MAX_QUERY_BYTES`] (the origin then computes them from the key).
+/// in more such rollouts than one `cohort` value holds, or its cohorts would take the
+/// query over [`MAX_QUERY_BYTES`] (the origin then computes them from the key).
 pub fn canonical_query(raw: &str, rollouts: &[RolloutState]) -> Option<String> {
     if raw.contains('%') {
         return None;
     }
     let mut query = DeviceQuery::parse(raw).ok()?;
     if let Some(key) = query.device_key() {
-        let cohorts = cohorts_of(key, rollouts);
+        let cohorts = cohorts_of(&query, key, rollouts);
         if cohorts.len() > MAX_COHORTS {
             return None;
         }
@@ -63,10 +97,12 @@ pub fn canonical_query(raw: &str, rollouts: &[RolloutState]) -> Option<String> {
     (canonical.len() <= MAX_QUERY_BYTES).then_some(canonical)
 }
 
-/// The ids of the rollouts the device with `key` is in, sorted, without duplicates.
-fn cohorts_of(key: &str, rollouts: &[RolloutState]) -> Vec<String> {
+/// The ids of the rollouts `query` can select that the device with `key` is in, sorted,
+/// without duplicates.
+fn cohorts_of(query: &DeviceQuery, key: &str, rollouts: &[RolloutState]) -> Vec<String> {
     let mut ids: Vec<String> = rollouts
         .iter()
+        .filter(|rollout| rollout.can_be_selected_by(query))
         .filter(|rollout| is_member(&rollout.id, key, rollout.percent))
         .map(|rollout| rollout.id.clone())
         .collect();
@@ -98,7 +134,11 @@ pub fn canonical_if_none_match(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{demo_fleet, rule};
     use crate::query::QueryError;
+    use crate::request::DeviceRequest;
+    use crate::rule::{Rollout, Rule, StoredRules};
+    use crate::rule_set::RuleSet;
 
     /// The shared vectors; the same file is run through the CloudFront Function by node.
     const VECTORS: &str = include_str!("../../tests/cache_key_vectors.json");
@@ -132,7 +172,7 @@ mod tests {
         let query = DeviceQuery::parse(raw).expect("an accepted query");
         match query.device_key() {
             Some(key) => {
-                let cohorts = cohorts_of(key, rollouts);
+                let cohorts = cohorts_of(&query, key, rollouts);
                 query.in_cohorts(cohorts)
             }
             None => query,
@@ -162,6 +202,79 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    /// The demo fleet with a candidate at 40% on four channels: the armv8 OS image on
+    /// prod and beta, scoreboard (gamer) on prod, videoStreamer (camera) on beta.
+    fn fleet_with_rollouts() -> RuleSet {
+        let mut stored = StoredRules::from(demo_fleet());
+        for (app, channel) in [
+            ("os_armv8", "prod"),
+            ("os_armv8", "beta"),
+            ("scoreboard", "prod"),
+            ("videoStreamer", "beta"),
+        ] {
+            let head = stored
+                .current
+                .iter_mut()
+                .find(|head| head.app == app && head.channel == channel)
+                .expect("a channel of the demo fleet");
+            head.rollout = Some(Rollout {
+                version: "9.0.0".to_owned(),
+                percent: 40,
+            });
+            stored.history.push(Rule {
+                sequence: Some(1),
+                ..rule(app, channel, "9.0.0", &[])
+            });
+        }
+        let (set, rejected) = RuleSet::build_holding(stored, |_| true);
+        assert_eq!(rejected, [], "every rule is valid");
+        set
+    }
+
+    /// Leaving a rollout out of `cohort` is safe only when the origin would not serve
+    /// it to that query: the rewritten query must get what the key gets.
+    #[test]
+    fn the_origin_serves_the_rewritten_query_what_it_serves_the_key() {
+        let set = fleet_with_rollouts();
+        let rollouts: Vec<RolloutState> = set.rollouts().cloned().collect();
+        assert_eq!(rollouts.len(), 4);
+        let answer = |raw: &str| {
+            let request = DeviceRequest::parse(raw, []).expect("an accepted request");
+            set.answer(&request).expect("a package")
+        };
+        let (mut listed, mut left_out) = (0, 0);
+        for query in [
+            "cpuArch=armv8",
+            "cpuArch=armv8&os=beta",
+            "cpuArch=armv7&os=beta",
+            "cpuArch=armv8&attrGamer=prod",
+            "cpuArch=armv7&attrGamer=beta&attrCamera=beta",
+            "cpuArch=armv8&attrGamer=prod&scoreboard=beta",
+            "cpuArch=armv8&os_armv8=beta&videoStreamer=beta",
+        ] {
+            for n in 0..100 {
+                let key = format!("device-{n}");
+                let keyed = format!("{query}&deviceKey={key}");
+                let canonical = canonical_query(&keyed, &rollouts).expect("rewritten");
+                assert_eq!(answer(&canonical), answer(&keyed), "{keyed} as {canonical}");
+                let cohorts = DeviceQuery::parse(&canonical)
+                    .expect("accepted")
+                    .cohorts()
+                    .len();
+                let memberships = rollouts
+                    .iter()
+                    .filter(|rollout| is_member(&rollout.id, &key, rollout.percent))
+                    .count();
+                listed += usize::from(cohorts > 0);
+                left_out += usize::from(cohorts < memberships);
+            }
+        }
+        assert!(
+            listed > 100 && left_out > 100,
+            "{listed} listed, {left_out} left out"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::cache_key::RolloutState;
 use crate::ident::excerpt;
 use crate::location::ObjectLocation;
 use crate::query::DeviceQuery;
@@ -82,12 +83,14 @@ pub(crate) struct Step {
     pub next_required: usize,
 }
 
-/// A rollout in progress: its candidate release, id and share of devices.
+/// A rollout in progress: its candidate release, id and share of devices, and what the
+/// CDN's function needs to tell which queries can select it.
 #[derive(Debug)]
 pub(crate) struct Candidate {
     pub release: usize,
     pub id: String,
     pub percent: u8,
+    pub state: RolloutState,
 }
 
 /// Hashes the eight-byte prefix of a hex digest: a multiplication spreads its ASCII
@@ -321,10 +324,25 @@ impl RuleSet {
         };
         let candidate = candidate
             .filter(|&(at, _)| at != stable)
-            .map(|(at, percent)| Candidate {
-                release: served[at],
-                id: rollout_id(&app, &channel, &self.releases[served[at]].rule.version),
-                percent,
+            .map(|(at, percent)| {
+                let id = rollout_id(&app, &channel, &self.releases[served[at]].rule.version);
+                let state = RolloutState {
+                    id: id.clone(),
+                    percent,
+                    app: app.clone(),
+                    channel: channel.clone(),
+                    attributes: attributes
+                        .iter()
+                        .filter(|(_, on)| **on)
+                        .map(|(name, _)| name.to_ascii_lowercase())
+                        .collect(),
+                };
+                Candidate {
+                    release: served[at],
+                    id,
+                    percent,
+                    state,
+                }
             });
         let ladder = served
             .iter()
@@ -428,13 +446,13 @@ impl RuleSet {
             .map(|channel| &self.releases[channel.stable].rule)
     }
 
-    /// The rollouts in progress, as (rollout id, percent), in (app, channel) order: what
-    /// the CDN's function needs to tell devices' cohorts from their keys.
-    pub fn rollouts(&self) -> impl Iterator<Item = (&str, u8)> {
+    /// The rollouts in progress, in (app, channel) order: what the CDN's function needs
+    /// to tell devices' cohorts from their keys.
+    pub fn rollouts(&self) -> impl Iterator<Item = &RolloutState> {
         self.channels
             .iter()
             .filter_map(|channel| channel.candidate.as_ref())
-            .map(|candidate| (candidate.id.as_str(), candidate.percent))
+            .map(|candidate| &candidate.state)
     }
 
     /// How many app and channel pairs are served.

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use fleetpack_resolver::{
-    MAX_ENTITY_TAGS, MAX_IDENT_LEN, MAX_IF_NONE_MATCH_BYTES, MAX_PARAMETERS, MAX_QUERY_BYTES,
-    RolloutState, canonical_if_none_match, canonical_query, is_member,
+    DeviceQuery, MAX_ENTITY_TAGS, MAX_IDENT_LEN, MAX_IF_NONE_MATCH_BYTES, MAX_PARAMETERS,
+    MAX_QUERY_BYTES, RolloutState, canonical_if_none_match, canonical_query, is_member,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -62,6 +62,31 @@ const TRICKY_NAMES: &[&str] = &[
     "valueOf",
 ];
 const CHANNELS: &[&str] = &["prod", "beta", "nightly", "early_access", "v1.2-rc"];
+/// Apps of rollouts: the OS images of the architectures queries mostly send (the first
+/// four), apps queries pin, and names of parameters that are not pins (`os`, `attrp`, ...).
+const APPS: &[&str] = &[
+    "os_armv8",
+    "os_armv7",
+    "os_x86_64",
+    "os_arm_v8.2-a",
+    "scoreboard",
+    "p",
+    "p1",
+    "attr",
+    "__proto__",
+    "constructor",
+    "os",
+    "cpuarch",
+    "devicekey",
+    "cohort",
+    "payloadtype",
+    "attrp",
+    "attrgamer",
+];
+/// The OS images of [`APPS`].
+const OS_APPS: &[&str] = APPS.split_at(4).0;
+/// Device attributes of rollouts and of queries.
+const ATTRIBUTES: &[&str] = &["gamer", "cellular", "camera", "p", "p1", "__proto__"];
 const PAYLOADS: &[&str] = &["fullPayload", "metadataOnly"];
 const BAD_PAYLOADS: &[&str] = &["full", "tarball", "json"];
 /// Endings that make names sharing a prefix: `p`, `p1`, `p-`, `p.`, `p_`, `pa`.
@@ -167,29 +192,85 @@ fn disagreement(
 fn function_and_resolver_agree_on_generated_queries() {
     let mut choices = Choices::new(SEED);
     let groups: Vec<Group> = (0..STATES)
-        .map(|n| Group {
+        .map(|n| {
             // The first state has no rollout in progress.
-            rollouts: if n == 0 {
+            let rollouts = if n == 0 {
                 Vec::new()
             } else {
                 rollout_state(&mut choices)
-            },
-            queries: (0..QUERIES_PER_STATE)
-                .map(|_| query(&mut choices))
-                .collect(),
-            if_none_match: Vec::new(),
+            };
+            let queries = (0..QUERIES_PER_STATE)
+                .map(|_| query(&mut choices, &rollouts))
+                .collect();
+            Group {
+                rollouts,
+                queries,
+                if_none_match: Vec::new(),
+            }
         })
         .collect();
     let mut disagreements = Vec::new();
+    let mut keys = KeyOutcomes::default();
     for (group, rewrites) in groups.iter().zip(function_rewrites(&groups)) {
         for (raw, function) in group.queries.iter().zip(&rewrites.queries) {
             let resolver = canonical_query(raw, &group.rollouts);
             if resolver != *function {
                 disagreements.push(disagreement(raw, &group.rollouts, &resolver, function));
             }
+            keys.count(raw, &group.rollouts, &resolver);
         }
     }
     assert_no_disagreement("queries", STATES * QUERIES_PER_STATE, &disagreements);
+    // The generated keys took every way through the rollouts, often enough.
+    let KeyOutcomes {
+        listed,
+        left_out,
+        forwarded,
+    } = keys;
+    assert!(
+        listed >= 400 && left_out >= 2000 && forwarded >= 80,
+        "{keys:?}"
+    );
+}
+
+/// What became of the accepted queries with a device key.
+#[derive(Debug, Default)]
+struct KeyOutcomes {
+    /// Rewritten with the rollouts the device is in that the query can select.
+    listed: usize,
+    /// Rewritten without some rollout the device is in, one the query cannot select.
+    left_out: usize,
+    /// Forwarded as sent: more such rollouts than a `cohort` value holds, or too long.
+    forwarded: usize,
+}
+
+impl KeyOutcomes {
+    fn count(&mut self, raw: &str, rollouts: &[RolloutState], canonical: &Option<String>) {
+        let Some(key) = DeviceQuery::parse(raw)
+            .ok()
+            .and_then(|query| query.device_key().map(str::to_owned))
+        else {
+            return;
+        };
+        let Some(canonical) = canonical else {
+            // Percent-encoding is forwarded whatever the key.
+            self.forwarded += usize::from(!raw.contains('%'));
+            return;
+        };
+        let listed = DeviceQuery::parse(canonical)
+            .expect("a rewritten query is accepted")
+            .cohorts()
+            .len();
+        let mut memberships: Vec<&str> = rollouts
+            .iter()
+            .filter(|rollout| is_member(&rollout.id, &key, rollout.percent))
+            .map(|rollout| rollout.id.as_str())
+            .collect();
+        memberships.sort_unstable();
+        memberships.dedup();
+        self.listed += usize::from(listed > 0);
+        self.left_out += usize::from(listed < memberships.len());
+    }
 }
 
 #[test]
@@ -215,43 +296,56 @@ fn function_and_resolver_agree_on_generated_if_none_match() {
     assert_no_disagreement("If-None-Match values", IF_NONE_MATCH_VALUES, &disagreements);
 }
 
-/// The function's cohorts against `is_member` itself, not the resolver's use of it.
+/// The function's cohorts against `is_member` itself, not the resolver's use of it: a
+/// gamer's armv8 query on prod lists the OS and scoreboard rollouts it is in, never the
+/// armv7 one.
 #[test]
 fn function_cohorts_are_the_rollout_memberships() {
+    const SELECTED: usize = 2;
     let mut choices = Choices::new(SEED + 2);
     let keys: Vec<String> = (0..10_000).map(|_| device_key(&mut choices)).collect();
     let groups: Vec<Group> = [1, 10, 50]
         .into_iter()
         .map(|percent| Group {
-            rollouts: (0..2)
-                .map(|_| RolloutState {
-                    id: choices.text(HEX, 8),
-                    percent,
-                })
-                .collect(),
+            rollouts: [
+                ("os_armv8", &[][..]),
+                ("scoreboard", &["gamer"][..]),
+                ("os_armv7", &[][..]),
+            ]
+            .into_iter()
+            .map(|(app, attributes)| RolloutState {
+                id: choices.text(HEX, 8),
+                percent,
+                app: app.to_owned(),
+                channel: "prod".to_owned(),
+                attributes: attributes.iter().map(|&name| name.to_owned()).collect(),
+            })
+            .collect(),
             queries: keys
                 .iter()
-                .map(|key| format!("cpuArch=armv8&deviceKey={key}"))
+                .map(|key| format!("cpuArch=armv8&attrGamer=prod&deviceKey={key}"))
                 .collect(),
             if_none_match: Vec::new(),
         })
         .collect();
     for (group, rewrites) in groups.iter().zip(function_rewrites(&groups)) {
-        let mut members = [0; 2];
+        let mut members = [0; 3];
         let mut disagreements = Vec::new();
         for (key, function) in keys.iter().zip(&rewrites.queries) {
             let mut cohorts = Vec::new();
-            for (rollout, count) in group.rollouts.iter().zip(&mut members) {
+            for (at, (rollout, count)) in group.rollouts.iter().zip(&mut members).enumerate() {
                 if is_member(&rollout.id, key, rollout.percent) {
-                    cohorts.push(rollout.id.as_str());
                     *count += 1;
+                    if at < SELECTED {
+                        cohorts.push(rollout.id.as_str());
+                    }
                 }
             }
             cohorts.sort_unstable();
             let expected = if cohorts.is_empty() {
-                "cpuarch=armv8".to_owned()
+                "attrgamer=prod&cpuarch=armv8".to_owned()
             } else {
-                format!("cohort={}&cpuarch=armv8", cohorts.join("."))
+                format!("attrgamer=prod&cohort={}&cpuarch=armv8", cohorts.join("."))
             };
             if function.as_ref() != Some(&expected) {
                 let expected = Some(expected);
@@ -320,13 +414,37 @@ impl Choices {
 }
 
 fn rollout_state(choices: &mut Choices) -> Vec<RolloutState> {
-    let count = choices.pick(&[1, 2, 3, 5, 8, 12, 20]);
-    // Most devices are in more rollouts than a `cohort` value holds when most are far on.
-    let lowest = if choices.chance(25) { 80 } else { 1 };
+    // A crowded state has many rollouts far on, all of the app and channel that
+    // `cpuArch=armv8` selects: most devices there are in more rollouts their query can
+    // select than a `cohort` value holds. Elsewhere half the rollouts are of an OS image
+    // on prod, which most queries of its architecture select, half of any app and channel.
+    let crowded = choices.chance(25);
+    let (count, lowest) = if crowded {
+        (choices.pick(&[8, 12, 20]), 80)
+    } else {
+        (choices.pick(&[1, 2, 3, 5, 8, 12, 20]), 1)
+    };
     let mut state: Vec<RolloutState> = (0..count)
-        .map(|_| RolloutState {
-            id: choices.text(HEX, 8),
-            percent: choices.between(lowest, 99) as u8,
+        .map(|_| {
+            let mut attributes: Vec<String> = (0..choices.below(3))
+                .map(|_| choices.pick(ATTRIBUTES).to_owned())
+                .collect();
+            attributes.sort_unstable();
+            attributes.dedup();
+            let (app, channel) = if crowded {
+                ("os_armv8", "prod")
+            } else if choices.chance(50) {
+                (choices.pick(OS_APPS), "prod")
+            } else {
+                (choices.pick(APPS), choices.pick(CHANNELS))
+            };
+            RolloutState {
+                id: choices.text(HEX, 8),
+                percent: choices.between(lowest, 99) as u8,
+                app: app.to_owned(),
+                channel: channel.to_owned(),
+                attributes,
+            }
         })
         .collect();
     if choices.chance(10) {
@@ -336,11 +454,11 @@ fn rollout_state(choices: &mut Choices) -> Vec<RolloutState> {
     state
 }
 
-fn query(choices: &mut Choices) -> String {
+fn query(choices: &mut Choices, rollouts: &[RolloutState]) -> String {
     let mut params = match choices.below(10) {
         0 => near_the_length_limit(choices),
         1 => near_the_parameter_limit(choices),
-        _ => ordinary_parameters(choices),
+        _ => ordinary_parameters(choices, rollouts),
     };
     if choices.chance(5) && !params.is_empty() {
         let sent = &params[choices.below(params.len())];
@@ -352,13 +470,18 @@ fn query(choices: &mut Choices) -> String {
     with_empty_segments(choices, &params)
 }
 
-fn ordinary_parameters(choices: &mut Choices) -> Vec<String> {
+fn ordinary_parameters(choices: &mut Choices, rollouts: &[RolloutState]) -> Vec<String> {
     let mut params = Vec::new();
     if choices.chance(92) {
         params.push(cpu_arch(choices));
     }
     for _ in 0..choices.below(8) {
         let param = parameter(choices);
+        push_new_name(&mut params, param);
+    }
+    if !rollouts.is_empty() && choices.chance(40) {
+        let rollout = &rollouts[choices.below(rollouts.len())];
+        let param = aimed_parameter(choices, rollout);
         push_new_name(&mut params, param);
     }
     if choices.chance(20) {
@@ -370,6 +493,23 @@ fn ordinary_parameters(choices: &mut Choices) -> Vec<String> {
         }
     }
     params
+}
+
+/// A pin of the rollout's app or one of its attributes, mostly on the rollout's channel:
+/// a parameter that selects it, unless its name is one the origin reads otherwise.
+fn aimed_parameter(choices: &mut Choices, rollout: &RolloutState) -> String {
+    let name = if rollout.attributes.is_empty() || choices.chance(50) {
+        rollout.app.clone()
+    } else {
+        let attribute = &rollout.attributes[choices.below(rollout.attributes.len())];
+        format!("attr{attribute}")
+    };
+    let channel = if choices.chance(80) {
+        choices.any_case(&rollout.channel)
+    } else {
+        channel(choices)
+    };
+    format!("{}={channel}", choices.any_case(&name))
 }
 
 /// Adds `param` unless its name is there already (repeats are made on purpose only).
@@ -482,9 +622,7 @@ fn parameter(choices: &mut Choices) -> String {
         }
         18..36 => {
             let attribute = if choices.chance(50) {
-                choices
-                    .pick(&["Gamer", "cellular", "camera", "p", "p1"])
-                    .to_owned()
+                choices.pick(ATTRIBUTES).to_owned()
             } else {
                 ident(choices)
             };
@@ -494,6 +632,7 @@ fn parameter(choices: &mut Choices) -> String {
         56..71 => ("deviceKey".to_owned(), device_key_as_sent(choices)),
         71..81 => ("cohort".to_owned(), cohort(choices)),
         81..88 => return odd_parameter(choices),
+        88..98 => (choices.pick(APPS).to_owned(), channel(choices)),
         _ => (ident(choices), channel(choices)),
     };
     format!("{}={value}", choices.any_case(&name))

@@ -61,13 +61,9 @@ pub async fn cdn_state(store: &AnyStore) -> anyhow::Result<Outcome> {
     let (rules, _) = rule_set(store, store.load_rules().await?);
     // A rollout at 100% is complete once `rollout` says so: only shares below it split
     // devices into cohorts.
-    let state: Vec<RolloutState> = rules
+    let state: Vec<&RolloutState> = rules
         .rollouts()
-        .filter(|&(_, percent)| percent < 100)
-        .map(|(id, percent)| RolloutState {
-            id: id.to_owned(),
-            percent,
-        })
+        .filter(|rollout| rollout.percent < 100)
         .collect();
     println!("{}", serde_json::to_string(&state)?);
     Ok(Outcome::Success)

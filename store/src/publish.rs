@@ -272,7 +272,10 @@ pub async fn build_segments<S: Store>(store: &S) -> Result<SegmentsBuilt, StoreE
                 }
             };
             if is_current {
-                store.put_rule(filled, Some(rule)).await?;
+                let revision = Some(rule.revision.unwrap_or(0) + 1);
+                store
+                    .put_rule(Rule { revision, ..filled }, Some(rule))
+                    .await?;
             } else {
                 store.put_release(filled).await?;
             }

@@ -252,7 +252,10 @@ async fn a_rollout_behind_the_cdn_caches_two_cohorts_and_never_mixes_them() {
         rollouts,
         [RolloutState {
             id: id.clone(),
-            percent: 30
+            percent: 30,
+            app: "os_armv8".to_owned(),
+            channel: "prod".to_owned(),
+            attributes: Vec::new(),
         }]
     );
     let (origin, cdn) = origin_behind_cdn(store, ServeConfig::default()).await;
@@ -282,6 +285,10 @@ async fn a_rollout_behind_the_cdn_caches_two_cohorts_and_never_mixes_them() {
     }
     // Two cohorts, two cache entries: members and everyone else.
     assert_eq!(keys_seen.len(), 2, "{keys_seen:?}");
+    // A device of another architecture is in no rollout its query can select: its key
+    // is dropped whatever its memberships.
+    let armv7 = canonical_query("cpuArch=armv7&deviceKey=k001-919", &rollouts);
+    assert_eq!(armv7.as_deref(), Some("cpuarch=armv7"));
     assert_eq!(origin_200s(&origin).await, 2);
     // A full package through the CDN holds the cohort's binary, never the other's.
     for (query, binary) in [
