@@ -90,6 +90,12 @@ pub struct ServeOptions {
     /// 30s on the AWS store, where each check scans the table].
     #[arg(long, env = "FLEETPACK_RULES_REFRESH")]
     pub rules_refresh: Option<humantime::Duration>,
+
+    /// How old the rules served may grow (the time since a refresh last read the store)
+    /// before /readyz answers 503, so that a load balancer drains an origin that lost
+    /// its store. Requests are still answered from the last good rules.
+    #[arg(long, env = "FLEETPACK_MAX_RULES_AGE", default_value = "5min")]
+    pub max_rules_age: humantime::Duration,
 }
 
 /// A setting that cannot work, found before anything starts.
@@ -99,6 +105,13 @@ pub enum ConfigError {
     NoConnections,
     #[error("--rules-refresh must be at least 100ms, not {0}")]
     RefreshTooOften(humantime::Duration),
+    #[error(
+        "--max-rules-age ({age}) must be longer than --rules-refresh ({refresh}), or every origin would turn unready between two refreshes"
+    )]
+    RulesAgeBelowRefresh {
+        age: humantime::Duration,
+        refresh: humantime::Duration,
+    },
     #[error("--demo-size must be at most 1 GiB (1073741824 bytes), not {0}")]
     DemoTooLarge(u64),
     #[error(transparent)]
@@ -164,6 +177,7 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub rules_refresh: Duration,
+    pub max_rules_age: Duration,
     pub origin_secret: Option<OriginSecret>,
     pub answer_cache_bytes: u64,
 }
@@ -194,6 +208,13 @@ impl ServeOptions {
         if rules_refresh < Duration::from_millis(100) {
             return Err(ConfigError::RefreshTooOften(rules_refresh.into()));
         }
+        let max_rules_age = *self.max_rules_age;
+        if max_rules_age <= rules_refresh {
+            return Err(ConfigError::RulesAgeBelowRefresh {
+                age: self.max_rules_age,
+                refresh: rules_refresh.into(),
+            });
+        }
         let origin_secret = self
             .origin_secret
             .as_deref()
@@ -218,6 +239,7 @@ impl ServeOptions {
             header_read_timeout: *self.header_read_timeout,
             shutdown_grace: *self.shutdown_grace,
             rules_refresh,
+            max_rules_age,
             origin_secret,
             answer_cache_bytes: self.answer_cache_bytes,
         })

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub rules_refresh_failures: AtomicU64,
     /// Requests answered with a plan reused from an earlier request.
     pub answers_reused: AtomicU64,
+    /// Connections closed at the cap because they had sent no request, to admit others.
+    pub connections_closed_unused: AtomicU64,
     /// Gauges of the current rules snapshot.
     pub rules_served: AtomicU64,
     pub rules_rejected: AtomicU64,
@@ -60,7 +62,7 @@ impl Metrics {
                 get(counter)
             );
         }
-        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
             (
                 "fleetpack_packages_spliced_total",
                 "counter",
@@ -102,6 +104,12 @@ impl Metrics {
                 "counter",
                 "Package requests answered with a plan reused from an earlier request.",
                 &self.answers_reused,
+            ),
+            (
+                "fleetpack_connections_closed_unused_total",
+                "counter",
+                "Connections closed at the connection cap because they had sent no request, to admit new clients.",
+                &self.connections_closed_unused,
             ),
             (
                 "fleetpack_rules_refreshes_total",

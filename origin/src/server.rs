@@ -1,8 +1,11 @@
-//! The accept loop: a connection cap, a header-read timeout and a graceful drain.
+//! The accept loop: a connection cap that sockets without requests cannot hold against
+//! new clients, a header-read timeout and a graceful drain.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fleetpack_store::Store;
@@ -16,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
+use crate::metrics::Metrics;
 use crate::service::{self, App};
 use crate::snapshot::Rules;
 
@@ -40,7 +44,7 @@ pub async fn run<S: Store>(
         metrics: Default::default(),
         config,
     });
-    app.rules.refresh(&app.store, &app.metrics).await;
+    app.rules.load(&app.store, &app.metrics).await;
     let stop_refresh = CancellationToken::new();
     let refresher = tokio::spawn({
         let app = Arc::clone(&app);
@@ -57,9 +61,8 @@ pub async fn run<S: Store>(
     http.timer(TokioTimer::new())
         .header_read_timeout(app.config.header_read_timeout)
         .max_buf_size(MAX_REQUEST_HEAD);
-    // The permit is taken before accept: at the cap, new clients wait in the backlog
-    // instead of being accepted and starved.
     let permits = Arc::new(Semaphore::new(app.config.max_connections));
+    let unused = Arc::new(Unused::default());
     let graceful = GracefulShutdown::new();
     // Owned here so that whatever outlives the grace period is cut when `run` returns,
     // also when the runtime goes on (as in tests or an embedding program).
@@ -67,9 +70,16 @@ pub async fn run<S: Store>(
     tracing::info!(address = %listener.local_addr()?, store = %app.store.describe(), "listening");
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
+        let ready = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            // At the cap with every connection busy, new clients wait in the backlog
+            // instead of being accepted and starved.
+            Err(_) if unused.is_empty() => tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => Some(permit.expect("the semaphore is never closed")),
+                () = &mut shutdown => break,
+            },
+            // At the cap with connections that sent nothing: accept, then make room.
+            Err(_) => None,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -83,17 +93,41 @@ pub async fn run<S: Store>(
             },
             () = &mut shutdown => break,
         };
+        let permit = match ready {
+            Some(permit) => permit,
+            None => {
+                // Sockets that connect and send nothing must not keep clients out: the
+                // one that has waited longest without a request makes room, as nginx
+                // reuses idle keep-alive connections. A request in progress is never cut.
+                if unused.close_oldest() {
+                    Metrics::increment(&app.metrics.connections_closed_unused);
+                }
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |request| service::handle(Arc::clone(&app), request)),
-        );
-        let connection = graceful.watch(connection);
+        let waiting = unused.add();
+        let service = {
+            let waiting = Arc::clone(&waiting);
+            service_fn(move |request| {
+                waiting.requested();
+                service::handle(Arc::clone(&app), request)
+            })
+        };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         connections.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                },
+                () = waiting.close.cancelled() => {
+                    tracing::debug!("closed a connection that sent no request, to admit another");
+                }
             }
             drop(permit);
         });
@@ -128,5 +162,76 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// Connections that have not sent a request yet, oldest first: the ones that make room
+/// for new clients at the connection cap.
+#[derive(Debug, Default)]
+struct Unused {
+    connections: Mutex<VecDeque<Arc<Waiting>>>,
+}
+
+/// One connection's wait for its first request.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// [`WAITING`], then [`REQUESTED`] or [`CLOSING`], whichever comes first.
+    state: AtomicU8,
+    close: CancellationToken,
+}
+
+const WAITING: u8 = 0;
+const REQUESTED: u8 = 1;
+const CLOSING: u8 = 2;
+
+impl Waiting {
+    /// The connection sent a request: from now on it is never closed to make room.
+    fn requested(&self) {
+        let _ =
+            self.state
+                .compare_exchange(WAITING, REQUESTED, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+impl Unused {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Waiting>>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self) -> Arc<Waiting> {
+        let waiting = Arc::new(Waiting::default());
+        let mut connections = self.lock();
+        // Connections that sent a request leave the queue here, so it stays short.
+        connections.retain(|waiting| waiting.state.load(Ordering::Acquire) == WAITING);
+        connections.push_back(Arc::clone(&waiting));
+        waiting
+    }
+
+    fn is_empty(&self) -> bool {
+        !self
+            .lock()
+            .iter()
+            .any(|waiting| waiting.state.load(Ordering::Acquire) == WAITING)
+    }
+
+    /// Closes the connection that has waited longest without a request; false when
+    /// every connection has sent one.
+    fn close_oldest(&self) -> bool {
+        let mut connections = self.lock();
+        while let Some(waiting) = connections.pop_front() {
+            // Only a connection still waiting is closed: one whose request arrived in the
+            // meantime has moved on.
+            if waiting
+                .state
+                .compare_exchange(WAITING, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                waiting.close.cancel();
+                return true;
+            }
+        }
+        false
     }
 }

@@ -12,9 +12,10 @@ use fleetpack_store::splice::{self, Part};
 use fleetpack_store::{Store, StoreError};
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, InvalidHeaderValue, RANGE, RETRY_AFTER, VARY,
+    CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, IF_RANGE, InvalidHeaderValue, RANGE, RETRY_AFTER,
+    VARY,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use crate::answers::{Answer, AnswerError, RequestKey};
 use crate::body::{self, Body, ChannelSink};
@@ -57,6 +58,10 @@ pub enum RequestError {
     NoPackage(#[from] NoPackage),
     #[error("no such resource; devices call GET /package?cpuArch=<arch>")]
     UnknownPath,
+    #[error(
+        "an HTTP/1.1 request carries exactly one Host header (RFC 9112, section 3.2); this one has {0}"
+    )]
+    BadHost(usize),
     #[error(
         "this origin answers only requests that come through its CDN (they carry the X-Origin-Verify header); call the CDN's address"
     )]
@@ -124,12 +129,21 @@ async fn route<S: Store, B>(
     app: &Arc<App<S>>,
     request: &Request<B>,
 ) -> Result<Response<Body>, RequestError> {
+    let hosts = request.headers().get_all(HOST).iter().count();
+    if request.version() == Version::HTTP_11 && hosts != 1 {
+        return Err(RequestError::BadHost(hosts));
+    }
     let route = Route::of(request.uri().path());
     if let Some(secret) = &app.config.origin_secret
         && !route.is_some_and(Route::is_probe)
     {
-        let sent = request.headers().get(ORIGIN_VERIFY);
-        if !sent.is_some_and(|sent| secret.verifies(sent.as_bytes())) {
+        // Exactly one line: with two, which one a proxy checked is anyone's guess.
+        let mut sent = request.headers().get_all(ORIGIN_VERIFY).iter();
+        let verified = match (sent.next(), sent.next()) {
+            (Some(sent), None) => secret.verifies(sent.as_bytes()),
+            _ => false,
+        };
+        if !verified {
             return Err(RequestError::NotThroughCdn);
         }
     }
@@ -238,6 +252,10 @@ async fn delivery<S: Store, B>(
         };
         match spliced.open(&app.store, range).await {
             Ok(parts) => return Ok(Delivery::Spliced { len, range, parts }),
+            // A store that does not answer would not answer the live path either.
+            Err(error @ (StoreError::Service { .. } | StoreError::Io { .. })) => {
+                return Err(error.into());
+            }
             Err(error) => {
                 // Never a wrong body: a segment that is missing or of another length
                 // sends this request down the streaming path, same bytes, no ranges.
@@ -375,20 +393,28 @@ async fn stream_package<S: Store>(
     }
 }
 
+/// Ready while rules are served and a refresh read the store within the allowed age.
 fn readiness<S: Store>(app: &App<S>, head: bool) -> Response<Body> {
     let snapshot = app.rules.current();
     let state = app.rules.state();
     let rfc3339 = |time| humantime::format_rfc3339_seconds(time).to_string();
+    let age = state
+        .confirmed_at
+        .map(|at| at.elapsed().unwrap_or_default());
+    let fresh = age.is_some_and(|age| age <= app.config.max_rules_age);
+    let ready = snapshot.is_some() && fresh;
     let report = serde_json::json!({
-        "ready": snapshot.is_some(),
+        "ready": ready,
         "store": app.store.describe(),
         "rules": snapshot.as_ref().map(|snapshot| snapshot.rules.len()),
         "rejectedRules": snapshot.as_ref().map(|snapshot| snapshot.rejected),
         "loadedAt": snapshot.as_ref().map(|snapshot| rfc3339(snapshot.loaded_at)),
+        "rulesAgeSeconds": age.map(|age| age.as_secs()),
+        "maxRulesAgeSeconds": app.config.max_rules_age.as_secs(),
         "lastRefreshError": state.last_error,
         "lastRefreshErrorAt": state.last_error_at.map(rfc3339),
     });
-    let status = if snapshot.is_some() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -401,7 +427,9 @@ fn readiness<S: Store>(app: &App<S>, head: bool) -> Response<Body> {
 /// to the device.
 fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> {
     let (status, message) = match error {
-        RequestError::BadRequest(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+        RequestError::BadRequest(_) | RequestError::BadHost(_) => {
+            (StatusCode::BAD_REQUEST, error.to_string())
+        }
         RequestError::NoPackage(_) | RequestError::UnknownPath => {
             (StatusCode::NOT_FOUND, error.to_string())
         }

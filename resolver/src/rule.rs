@@ -201,6 +201,10 @@ pub enum RuleError {
     )]
     NotInStore { url: String },
     #[error(
+        "the binary at `{url}` is not in the store (yet): publish it again, or wait for the publish in progress to end"
+    )]
+    MissingObject { url: String },
+    #[error(
         "another rule already serves app `{app}` on channel `{channel}` (names ignore letter case)"
     )]
     Duplicate { app: String, channel: String },

@@ -30,7 +30,7 @@ pub async fn history(
         println!("{}", serde_json::to_string_pretty(&state.history)?);
         return Ok(Outcome::Success);
     }
-    let (rules, _) = rule_set(store, stored);
+    let (rules, _) = rule_set(store, stored).await?;
     let serving = rules.get(app, channel).map(|rule| rule.version.clone());
     let current = state.current.as_ref();
     let rollout = current.and_then(|rule| rule.rollout.as_ref());

@@ -14,7 +14,7 @@ pub async fn list(store: &AnyStore, json: bool) -> anyhow::Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&rules)?);
         return Ok(Outcome::Success);
     }
-    let (served, rejected) = rule_set(store, stored);
+    let (served, rejected) = rule_set(store, stored).await?;
     let status = |rule: &Rule| {
         if let Some(rejected) = rejected.iter().find(|rejected| rejected.rule == *rule) {
             return format!("not served: {}", rejected.reason);
@@ -58,7 +58,7 @@ pub async fn list(store: &AnyStore, json: bool) -> anyhow::Result<Outcome> {
 }
 
 pub async fn cdn_state(store: &AnyStore) -> anyhow::Result<Outcome> {
-    let (rules, _) = rule_set(store, store.load_rules().await?);
+    let (rules, _) = rule_set(store, store.load_rules().await?).await?;
     // A rollout at 100% is complete once `rollout` says so: only shares below it split
     // devices into cohorts.
     let state: Vec<&RolloutState> = rules
@@ -88,7 +88,7 @@ pub async fn resolve(
             return Ok(Outcome::BadInput);
         }
     };
-    let (rules, rejected) = rule_set(store, store.load_rules().await?);
+    let (rules, rejected) = rule_set(store, store.load_rules().await?).await?;
     for rejected in &rejected {
         eprintln!(
             "note: rule {} on {} is not served: {}",

@@ -20,13 +20,14 @@ pub mod publish;
 pub mod releases;
 pub mod splice;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 
-use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleSet, StoredRules};
+use fleetpack_resolver::{ObjectLocation, Rejected, Rule, RuleError, RuleSet, StoredRules};
 
-pub use aws::{AwsStore, Created, ItemError};
+pub use aws::{AwsStore, Created, ItemError, StoreTimeouts};
 pub use digest::ObjectDigests;
 pub use local::LocalStore;
 pub use logging::init_logging;
@@ -163,6 +164,12 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<&Rule>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The objects among `objects` that the store does not hold (yet).
+    fn missing_objects(
+        &self,
+        objects: Vec<ObjectLocation>,
+    ) -> impl Future<Output = Result<HashSet<ObjectLocation>, StoreError>> + Send;
+
     /// Adds `release` to the history of its app and channel, or replaces the entry of
     /// the same version when it has the same bytes (a change of flags); an entry with
     /// other bytes fails with [`StoreError::OtherBytes`].
@@ -171,7 +178,44 @@ pub trait Store: Send + Sync + 'static {
 
 /// The stored rules that `store` can serve, indexed, and the others with the reason: the
 /// one place where the origin's snapshot and `fleetpack-seed list` and `resolve` get
-/// them from, so that they never disagree on what is served.
-pub fn rule_set<S: Store>(store: &S, stored: StoredRules) -> (RuleSet, Vec<Rejected>) {
-    RuleSet::build_holding(stored, |object| store.holds(object))
+/// them from, so that they never disagree on what is served. A rule whose binary is not
+/// in the store (yet) is left out: a publish stores the binary first, so such a rule is
+/// an edit by hand or a store read halfway through one.
+pub async fn rule_set<S: Store>(
+    store: &S,
+    stored: StoredRules,
+) -> Result<(RuleSet, Vec<Rejected>), StoreError> {
+    let objects: HashSet<ObjectLocation> = stored
+        .all()
+        .filter_map(|rule| ObjectLocation::parse(&rule.url).ok())
+        .filter(|object| store.holds(object))
+        .collect();
+    let missing = store.missing_objects(objects.into_iter().collect()).await?;
+    let is_missing = |rule: &Rule| {
+        ObjectLocation::parse(&rule.url).is_ok_and(|object| missing.contains(&object))
+    };
+    let (current, current_missing): (Vec<Rule>, Vec<Rule>) = stored
+        .current
+        .into_iter()
+        .partition(|rule| !is_missing(rule));
+    let (history, history_missing): (Vec<Rule>, Vec<Rule>) = stored
+        .history
+        .into_iter()
+        .partition(|rule| !is_missing(rule));
+    let (rules, mut rejected) =
+        RuleSet::build_holding(StoredRules { current, history }, |object| {
+            store.holds(object)
+        });
+    rejected.extend(
+        current_missing
+            .into_iter()
+            .chain(history_missing)
+            .map(|rule| Rejected {
+                reason: RuleError::MissingObject {
+                    url: rule.url.clone(),
+                },
+                rule,
+            }),
+    );
+    Ok((rules, rejected))
 }

@@ -7,6 +7,7 @@
 //! a torn one. Writers of the rules take an exclusive lock on `.lock` and check what
 //! they replace under it, so that two `seed` runs never lose each other's changes.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::SeekFrom;
 use std::io::{self, Write};
@@ -308,6 +309,28 @@ impl Store for LocalStore {
     async fn put_rule(&self, rule: Rule, expected: Option<&Rule>) -> Result<(), StoreError> {
         let (store, expected) = (self.clone(), expected.cloned());
         blocking(move || store.put_rule_blocking(rule, expected.as_ref())).await
+    }
+
+    async fn missing_objects(
+        &self,
+        objects: Vec<ObjectLocation>,
+    ) -> Result<HashSet<ObjectLocation>, StoreError> {
+        let store = self.clone();
+        blocking(move || {
+            let mut missing = HashSet::new();
+            for object in objects {
+                let path = store.object_path(&object);
+                match fs::metadata(&path) {
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                        missing.insert(object);
+                    }
+                    Err(error) => return Err(StoreError::io("cannot look up", path)(error)),
+                }
+            }
+            Ok(missing)
+        })
+        .await
     }
 
     async fn put_release(&self, release: Rule) -> Result<(), StoreError> {

@@ -3,12 +3,13 @@
 //! [`StoreChoice`], which [`StoreChoice::open`] turns into an [`AnyStore`]. Both
 //! binaries take their store this way, so the dispatch over store kinds is written once.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use fleetpack_resolver::{ObjectLocation, Rule, StoredRules};
 
-use crate::aws::{AwsStore, Created};
+use crate::aws::{AwsStore, Created, StoreTimeouts};
 use crate::local::LocalStore;
 use crate::{ObjectDigests, Progress, RulesStamp, Store, StoreError, StoreObject};
 
@@ -40,6 +41,16 @@ pub struct StoreOptions {
     /// S3 bucket of the binaries (AWS store).
     #[arg(long, env = "FLEETPACK_BUCKET")]
     pub bucket: Option<String>,
+
+    /// Longest wait for a connection to S3 or DynamoDB (AWS store).
+    #[arg(long, env = "FLEETPACK_STORE_CONNECT_TIMEOUT", default_value = "3s")]
+    pub store_connect_timeout: humantime::Duration,
+
+    /// Longest wait for one S3 or DynamoDB call to answer, retries included (AWS store);
+    /// a package whose store does not answer in time gets 503. Uploads are bounded by
+    /// the connect timeout only.
+    #[arg(long, env = "FLEETPACK_STORE_TIMEOUT", default_value = "10s")]
+    pub store_timeout: humantime::Duration,
 }
 
 /// A store setting that cannot work, found before anything is opened.
@@ -55,13 +66,21 @@ pub enum StoreConfigError {
     BadTable(String),
     #[error("bucket name `{0}` is not valid: use 3 to 63 characters of a-z, 0-9, '.' and '-'")]
     BadBucket(String),
+    #[error("--store-connect-timeout and --store-timeout must be longer than zero")]
+    ZeroTimeout,
 }
 
 /// A checked store choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
-    Local { data_dir: PathBuf },
-    Aws { table: String, bucket: String },
+    Local {
+        data_dir: PathBuf,
+    },
+    Aws {
+        table: String,
+        bucket: String,
+        timeouts: StoreTimeouts,
+    },
 }
 
 impl StoreOptions {
@@ -84,7 +103,18 @@ impl StoreOptions {
                 if !fleetpack_resolver::is_bucket_name(&bucket) {
                     return Err(StoreConfigError::BadBucket(bucket));
                 }
-                Ok(StoreChoice::Aws { table, bucket })
+                let timeouts = StoreTimeouts {
+                    connect: *self.store_connect_timeout,
+                    call: *self.store_timeout,
+                };
+                if timeouts.connect.is_zero() || timeouts.call.is_zero() {
+                    return Err(StoreConfigError::ZeroTimeout);
+                }
+                Ok(StoreChoice::Aws {
+                    table,
+                    bucket,
+                    timeouts,
+                })
             }
         }
     }
@@ -96,9 +126,11 @@ impl StoreChoice {
     pub async fn open(self) -> Result<AnyStore, StoreError> {
         Ok(match self {
             StoreChoice::Local { data_dir } => AnyStore::Local(LocalStore::open(data_dir)?),
-            StoreChoice::Aws { table, bucket } => {
-                AnyStore::Aws(AwsStore::connect(&table, &bucket).await)
-            }
+            StoreChoice::Aws {
+                table,
+                bucket,
+                timeouts,
+            } => AnyStore::Aws(AwsStore::connect(&table, &bucket, timeouts).await),
         })
     }
 }
@@ -215,5 +247,12 @@ impl Store for AnyStore {
 
     async fn put_release(&self, release: Rule) -> Result<(), StoreError> {
         on_either!(self, store => store.put_release(release).await)
+    }
+
+    async fn missing_objects(
+        &self,
+        objects: Vec<ObjectLocation>,
+    ) -> Result<HashSet<ObjectLocation>, StoreError> {
+        on_either!(self, store => store.missing_objects(objects).await)
     }
 }

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -15,6 +17,8 @@ use fleetpack_store::demo::publish_demo;
 use http::StatusCode;
 use md5::{Digest, Md5};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::decode::decode_both;
 use crate::harness::{
@@ -51,7 +55,7 @@ fn quick_refresh() -> ServeConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_started_before_its_table_recovers_by_itself() {
     let (table, bucket) = aws_names();
-    let store = fleetpack_store::AwsStore::connect(&table, &bucket).await;
+    let store = fleetpack_store::AwsStore::connect(&table, &bucket, Default::default()).await;
     let origin = Origin::serve_with(
         TestStore::aws(store.clone(), table.clone(), bucket.clone()),
         ServeConfig::default(),
@@ -402,7 +406,7 @@ async fn large_binaries_are_uploaded_in_parts() {
 async fn table_made_like_the_sample_is_served_unchanged() {
     let (table, bucket) = aws_names();
     let fixture = sample_fixture(&table, &bucket);
-    let store = fleetpack_store::AwsStore::connect(&table, &bucket).await;
+    let store = fleetpack_store::AwsStore::connect(&table, &bucket, Default::default()).await;
     let origin = Origin::serve(TestStore::aws(store, table, bucket.clone())).await;
     let local = Origin::serve(TestStore::demo_local().await).await;
     for query in SAMPLE_QUERIES {
@@ -629,4 +633,135 @@ async fn seed_segments_builds_what_a_sample_table_lacks() {
             "the package lacks the segment of {app}"
         );
     }
+}
+
+/// A TCP relay to the S3/DynamoDB-compatible server that can be told to hang: from then
+/// on it accepts connections and forwards nothing, like a store that stopped answering.
+struct Relay {
+    url: String,
+    hanging: Arc<AtomicBool>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let target = std::env::var("AWS_ENDPOINT_URL").expect("the test server's endpoint");
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let hanging = Arc::new(AtomicBool::new(false));
+        let hang = Arc::clone(&hanging);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(&target).await.expect("the test server");
+                let hang = Arc::clone(&hang);
+                tokio::spawn(async move {
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::join!(
+                        forward(client_read, server_write, Arc::clone(&hang)),
+                        forward(server_read, client_write, hang),
+                    );
+                });
+            }
+        });
+        Relay { url, hanging }
+    }
+
+    fn hang(&self, hanging: bool) {
+        self.hanging.store(hanging, Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `to` while the relay is not hanging; when it is, holds both open and
+/// sends nothing more.
+async fn forward(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    hanging: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buf).await else {
+            return;
+        };
+        if hanging.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        if read == 0 || to.write_all(&buf[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stops_answering_gives_503_within_the_bound() {
+    let (table, bucket) = aws_names();
+    publish_demo(&aws_store(&table, &bucket).await, DEMO_SIZE)
+        .await
+        .expect("publish");
+    let relay = Relay::start().await;
+    let timeouts = fleetpack_store::StoreTimeouts {
+        connect: Duration::from_secs(1),
+        call: Duration::from_secs(2),
+    };
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&relay.url);
+    let store = fleetpack_store::AwsStore::connect_with(&table, &bucket, timeouts, loader).await;
+    let config = ServeConfig {
+        rules_refresh: Duration::from_millis(300),
+        max_rules_age: Duration::from_secs(2),
+        ..ServeConfig::default()
+    };
+    let origin = Origin::serve_with(TestStore::aws(store, table, bucket), config).await;
+    assert_eq!(origin.get("/readyz").await.status, StatusCode::OK);
+    let served = origin.get("/package?cpuArch=armv8").await;
+    assert_eq!(served.status, StatusCode::OK);
+
+    relay.hang(true);
+    let started = std::time::Instant::now();
+    let hung = origin.get("/package?cpuArch=armv8&os=beta").await;
+    let waited = started.elapsed();
+    assert_eq!(
+        hung.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        hung.text()
+    );
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert_eq!(hung.header("cache-control"), "no-store");
+    assert!(hung.has_header("retry-after"));
+    // The refreshes fail too, visibly, and the origin turns unready once the rules it
+    // serves are older than allowed (it still answers from them).
+    eventually(Duration::from_secs(20), "unready", || async {
+        let report = origin.get("/readyz").await;
+        report.status == StatusCode::SERVICE_UNAVAILABLE
+            && report.json()["lastRefreshError"].is_string()
+    })
+    .await;
+    assert!(
+        origin
+            .metric("fleetpack_rules_refresh_failures_total")
+            .await
+            >= 1
+    );
+    assert_eq!(
+        origin
+            .get("/package?cpuArch=armv8&payloadType=metadataOnly")
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    relay.hang(false);
+    eventually(Duration::from_secs(20), "ready again", || async {
+        origin.get("/readyz").await.status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        origin.get("/package?cpuArch=armv8&os=beta").await.status,
+        StatusCode::OK
+    );
 }

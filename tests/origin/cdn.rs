@@ -64,6 +64,33 @@ async fn without_the_origin_secret_only_health_and_readiness_answer() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_secret_counts_only_when_sent_once() {
+    let origin =
+        Origin::serve_with_secret(TestStore::demo(false).await, ServeConfig::default(), SECRET)
+            .await;
+    let target = format!("/package?{FULL_SAMPLE}&payloadType=metadataOnly");
+    for (lines, status) in [
+        (vec![SECRET], StatusCode::OK),
+        (vec![SECRET, SECRET], StatusCode::FORBIDDEN),
+        (
+            vec![SECRET, "something else entirely"],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec!["something else entirely", SECRET],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|line| ("x-origin-verify", *line))
+            .collect();
+        let response = request(origin.addr, Method::GET, &target, &headers).await;
+        assert_eq!(response.status, status, "{lines:?}");
+    }
+}
+
 #[test]
 fn an_origin_secret_that_is_short_or_not_a_header_value_is_refused() {
     for secret in ["short", "long enough but with spaces"] {

@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use crate::harness::{Origin, Response};
+use crate::harness::{Origin, Response, raw_exchange};
 
 const NAME_RULE: &str = "use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'";
 
@@ -191,5 +191,42 @@ async fn unknown_path_is_404() {
             StatusCode::NOT_FOUND,
             "no such resource; devices call GET /package?cpuArch=<arch>",
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_1_requests_carry_exactly_one_host() {
+    let origin = Origin::demo().await;
+    let target = "/package?cpuArch=armv8&payloadType=metadataOnly";
+    for (request, status) in [
+        (
+            format!("GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            400,
+        ),
+        (
+            format!("GET {target} HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"),
+            400,
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            200,
+        ),
+        // HTTP/1.0 has no Host requirement.
+        (format!("GET {target} HTTP/1.0\r\n\r\n"), 200),
+    ] {
+        let wire = raw_exchange(origin.addr, &request).await;
+        let head = String::from_utf8_lossy(&wire);
+        let status_line = head.lines().next().unwrap_or_default();
+        assert!(
+            status_line.starts_with("HTTP/1.") && status_line[9..].starts_with(&status.to_string()),
+            "{request:?}: {status_line}"
+        );
+        if status == 400 {
+            assert!(head.contains("exactly one Host header"), "{head}");
+        }
     }
 }

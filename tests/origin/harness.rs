@@ -103,7 +103,7 @@ pub async fn aws_store(table: &str, bucket: &str) -> AwsStore {
         "AWS-store tests need the S3/DynamoDB-compatible server: run scripts/test.sh, or \
          `source scripts/moto.sh && moto_install && moto_start` first"
     );
-    let store = AwsStore::connect(table, bucket).await;
+    let store = AwsStore::connect(table, bucket, Default::default()).await;
     store.init().await.expect("create table and bucket");
     store
 }
@@ -209,13 +209,20 @@ impl TestStore {
             .expect("run fleetpack-seed")
     }
 
+    /// The local store's `rules.json`; `None` on AWS.
+    pub fn rules_file(&self) -> Option<PathBuf> {
+        match &self.place {
+            Place::Local(dir) => Some(dir.path().join("rules.json")),
+            Place::Aws { .. } => None,
+        }
+    }
+
     /// Writes the stored rules again, unchanged. The local store's file gets a new
     /// inode, so its stamp changes; the AWS store has no stamp and reads the table on
     /// every refresh anyway.
     pub fn rewrite_rules_unchanged(&self) {
-        if let Place::Local(dir) = &self.place {
-            let rules = dir.path().join("rules.json");
-            let copy = dir.path().join("rules.json.copy");
+        if let Some(rules) = self.rules_file() {
+            let copy = rules.with_extension("json.copy");
             std::fs::copy(&rules, &copy).expect("copy the rules file");
             std::fs::rename(&copy, &rules).expect("replace the rules file");
         }

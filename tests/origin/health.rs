@@ -146,3 +146,86 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh_and_ends_reuse
     );
     assert_eq!(members[3], Member::expected("Thermostat_3.1.0", &bytes));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_rules_are_served_only_once_two_reads_agree() {
+    let store = TestStore::demo_local().await;
+    let rules_path = store.rules_file().expect("a local store");
+    let rules: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&rules_path).expect("rules.json")).expect("JSON");
+    // A writer that changes the rules every 30 ms, as a publish in progress would.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let writing = std::sync::Arc::clone(&writing);
+        let rules_path = rules_path.clone();
+        tokio::spawn(async move {
+            let mut turn = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                turn += 1;
+                let mut changed = rules.clone();
+                changed.truncate(7 + (turn % 3) as usize);
+                changed[0]["createdAt"] = json!(format!("2026-01-01T00:00:{:02}Z", turn % 60));
+                let temporary = rules_path.with_extension(format!("{turn}.tmp"));
+                std::fs::write(&temporary, serde_json::to_vec(&changed).expect("JSON"))
+                    .expect("write");
+                std::fs::rename(&temporary, &rules_path).expect("rename");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            std::fs::write(&rules_path, serde_json::to_vec(&rules).expect("JSON")).expect("write");
+        })
+    };
+    let config = ServeConfig {
+        rules_refresh: Duration::from_millis(100),
+        ..ServeConfig::default()
+    };
+    let origin = Origin::serve_with(store, config).await;
+    for _ in 0..20 {
+        assert_eq!(
+            origin.get("/readyz").await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            origin.get("/package?cpuArch=armv8").await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    eventually(Duration::from_secs(10), "ready", || async {
+        origin.get("/readyz").await.status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(served_rules(&origin).await, json!(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_whose_binary_is_missing_is_left_out_until_it_arrives() {
+    let store = TestStore::demo(true).await;
+    let binary = crate::harness::demo_binary("modemFW", "prod");
+    store.tamper("modemFW", "1.0", None).await;
+    let config = ServeConfig {
+        rules_refresh: Duration::from_millis(200),
+        ..ServeConfig::default()
+    };
+    let origin = Origin::serve_with(store, config).await;
+    let report = origin.get("/readyz").await.json();
+    assert_eq!(report["rules"], json!(8));
+    // The current release and its history entry.
+    assert_eq!(report["rejectedRules"], json!(2));
+    let target = "/package?cpuArch=armv8&attrCellular=prod&payloadType=metadataOnly";
+    assert!(origin.get(target).await.json().get("modemFW").is_none());
+
+    origin
+        .store
+        .tamper("modemFW", "1.0", Some(&binary.bytes))
+        .await;
+    eventually(Duration::from_secs(10), "the rule served", || async {
+        served_rules(&origin).await == json!(9)
+    })
+    .await;
+    assert_eq!(
+        origin.get(target).await.json()["modemFW"]["latestVersion"],
+        "1.0"
+    );
+}

@@ -180,3 +180,59 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .expect("read");
     assert!(buf[..read].starts_with(b"HTTP/1.1 200 OK"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_do_not_keep_new_clients_out() {
+    let (dir, store) = demo_store().await;
+    let config = ServeConfig {
+        max_connections: 100,
+        // Long enough that the header timeout cannot be what lets the client in.
+        header_read_timeout: Duration::from_secs(60),
+        ..ServeConfig::default()
+    };
+    let served = serve(dir, store, config).await;
+    // A download in progress when the flood starts, read once it is over.
+    let request =
+        format!("GET /package?{FULL_SAMPLE} HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n");
+    let mut download = TcpStream::connect(served.addr).await.expect("connect");
+    download.write_all(request.as_bytes()).await.expect("send");
+    let mut first = [0u8; 1];
+    download
+        .read_exact(&mut first)
+        .await
+        .expect("the answer starts");
+
+    let mut idle = Vec::new();
+    let mut refused = 0;
+    for _ in 0..2000 {
+        match TcpStream::connect(served.addr).await {
+            Ok(socket) => idle.push(socket),
+            Err(_) => refused += 1,
+        }
+    }
+    let started = std::time::Instant::now();
+    let answered = crate::harness::request(
+        served.addr,
+        http::Method::GET,
+        "/package?cpuArch=armv8&payloadType=metadataOnly",
+        &[],
+    )
+    .await;
+    let waited = started.elapsed();
+    println!(
+        "{} idle sockets open ({refused} refused), a new client answered in {waited:?}",
+        idle.len()
+    );
+    assert_eq!(answered.status, http::StatusCode::OK);
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+
+    let mut rest = Vec::new();
+    download
+        .read_to_end(&mut rest)
+        .await
+        .expect("the download goes on");
+    let mut response = first.to_vec();
+    response.extend(rest);
+    assert!(complete(&response), "the download in progress was cut");
+    drop(idle);
+}

@@ -5,9 +5,13 @@
 //! `AWS_ENDPOINT_URL`, profiles, task and instance roles), so tests point it at a local
 //! S3/DynamoDB-compatible server without a code path of their own.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
@@ -44,6 +48,7 @@ pub struct AwsStore {
     s3: aws_sdk_s3::Client,
     table: String,
     bucket: String,
+    timeouts: StoreTimeouts,
 }
 
 /// What [`AwsStore::init`] found or made.
@@ -100,10 +105,55 @@ where
     }
 }
 
+/// How long S3 and DynamoDB calls may take before they fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    /// To open a connection.
+    pub connect: Duration,
+    /// For one call to answer, its retries included. Uploads, whose time grows with
+    /// their size, are bounded by `connect` alone.
+    pub call: Duration,
+}
+
+impl Default for StoreTimeouts {
+    fn default() -> Self {
+        StoreTimeouts {
+            connect: Duration::from_secs(3),
+            call: Duration::from_secs(10),
+        }
+    }
+}
+
 impl AwsStore {
     /// Builds the clients from the standard AWS configuration chain.
-    pub async fn connect(table: &str, bucket: &str) -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    pub async fn connect(table: &str, bucket: &str, timeouts: StoreTimeouts) -> Self {
+        Self::connect_with(
+            table,
+            bucket,
+            timeouts,
+            aws_config::defaults(BehaviorVersion::latest()),
+        )
+        .await
+    }
+
+    /// Like [`AwsStore::connect`], from `loader` (for instance with another endpoint).
+    pub async fn connect_with(
+        table: &str,
+        bucket: &str,
+        timeouts: StoreTimeouts,
+        loader: aws_config::ConfigLoader,
+    ) -> Self {
+        // A store that accepts connections but never answers must fail requests within
+        // the bound, not hold them (and their connection slots) for minutes.
+        let config = loader
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeouts.connect)
+                    .operation_timeout(timeouts.call)
+                    .build(),
+            )
+            .load()
+            .await;
         // S3-compatible servers on a custom endpoint rarely resolve bucket subdomains.
         let path_style = config.endpoint_url().is_some();
         let s3 = aws_sdk_s3::config::Builder::from(&config)
@@ -114,7 +164,21 @@ impl AwsStore {
             s3: aws_sdk_s3::Client::from_conf(s3),
             table: table.to_owned(),
             bucket: bucket.to_owned(),
+            timeouts,
         }
+    }
+
+    /// The timeouts of an upload: a connection within the bound, and all the time the
+    /// body needs.
+    fn upload_timeouts(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.timeouts.connect)
+                .disable_operation_timeout()
+                .disable_operation_attempt_timeout()
+                .disable_read_timeout()
+                .build(),
+        )
     }
 
     /// Creates the table (the sample's key schema, on-demand) and the bucket when they
@@ -231,6 +295,8 @@ impl AwsStore {
             .content_md5(content_md5(&digests.md5))
             .metadata(MD5_METADATA, &digests.md5)
             .metadata(SHA256_METADATA, &digests.sha256)
+            .customize()
+            .config_override(self.upload_timeouts())
             .send()
             .await
             .map_err(service(format!("cannot upload `{}`", object.url())))?;
@@ -352,6 +418,8 @@ impl AwsStore {
                 .part_number(number)
                 .content_md5(content_md5(&md5))
                 .body(ByteStream::from(buf.clone()))
+                .customize()
+                .config_override(self.upload_timeouts())
                 .send()
                 .await
                 .map_err(service(format!(
@@ -595,6 +663,36 @@ impl Store for AwsStore {
             channel: rule.channel,
         })
         .await
+    }
+
+    /// One listing of the bucket (a request per 1,000 keys) rather than a HEAD per
+    /// object: rules sets share few buckets and hold many objects.
+    async fn missing_objects(
+        &self,
+        objects: Vec<ObjectLocation>,
+    ) -> Result<HashSet<ObjectLocation>, StoreError> {
+        if objects.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut keys = HashSet::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(service(format!("cannot list bucket `{}`", self.bucket)))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|object| object.key().map(str::to_owned)),
+            );
+        }
+        Ok(objects
+            .into_iter()
+            .filter(|object| !keys.contains(&object.key))
+            .collect())
     }
 
     async fn put_release(&self, release: Rule) -> Result<(), StoreError> {
