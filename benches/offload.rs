@@ -163,7 +163,7 @@ async fn start_rollouts(store: &LocalStore, origin: SocketAddr) -> Vec<RolloutSt
             rollout: Some(percent),
             ..Release::new(app, "prod", version)
         };
-        publish(store, &release, &path, &|_| {})
+        publish(store, &release, &path, &|_| {}, None)
             .await
             .expect("publish a candidate");
     }

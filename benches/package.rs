@@ -36,7 +36,7 @@ fn assembly(c: &mut Criterion) {
                 attributes: vec!["bench".to_owned()],
                 ..Release::new(app, "prod", "1.0.0")
             };
-            publish(&store, &release, &path, &|_| {})
+            publish(&store, &release, &path, &|_| {}, None)
                 .await
                 .expect("publish");
         }

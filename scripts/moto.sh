@@ -32,7 +32,8 @@ moto_install() (
   local py=$MOTO_VENV/bin/python
   # Reruns are fast: trust the venv only if its own python runs and finds the pinned
   # moto and the server's dependencies (an interrupted install fails this and is redone).
-  if [ -x "$py" ] && "$py" -c "import importlib.metadata as m, sys, boto3, flask
+  # The venv also runs the device verifier in the tests: moto depends on cryptography.
+  if [ -x "$py" ] && "$py" -c "import importlib.metadata as m, sys, boto3, flask, cryptography
 sys.exit(m.version('moto') != '$MOTO_VERSION')" 2>/dev/null; then
     return 0
   fi

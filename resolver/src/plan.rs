@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::conditional::IfNoneMatch;
@@ -53,6 +54,8 @@ pub struct PlanEntry {
     pub installed_version: Option<String>,
     /// Lower than the version the device runs: the operator rolled back.
     pub downgrade: bool,
+    /// The release's signed statement, a DSSE envelope's JSON text.
+    pub envelope: Option<String>,
     pub status: EntryStatus,
     /// The binary's tar entry compressed at publish time, if it was.
     pub segment: Option<SegmentRef>,
@@ -110,6 +113,7 @@ impl PackagePlan {
                         .filter(|installed| *installed != rule.version)
                         .map(str::to_owned),
                     downgrade: served.downgrade,
+                    envelope: rule.envelope.clone(),
                     segment: rule.segment.clone(),
                     deflate_level: rule.entry_deflate_level(),
                     status: if known {
@@ -210,6 +214,8 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
         installed_version: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         downgrade: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        envelope: Option<&'a RawValue>,
     }
 
     impl Serialize for Details<'_> {
@@ -228,6 +234,12 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
                     required: entry.required,
                     installed_version: entry.installed_version.as_deref(),
                     downgrade: entry.downgrade,
+                    // Copied as it was signed and stored (checked to be JSON by
+                    // `Rule::check`).
+                    envelope: entry
+                        .envelope
+                        .as_deref()
+                        .and_then(|text| serde_json::from_str(text).ok()),
                 };
                 map.serialize_entry(&entry.app, &detail)?;
             }
@@ -448,6 +460,7 @@ mod tests {
                 required: false,
                 installed_version: None,
                 downgrade: false,
+                envelope: None,
                 status: EntryStatus::Send,
                 segment: None,
                 deflate_level: DEFLATE_LEVEL,

@@ -79,6 +79,13 @@ pub struct Rule {
     /// can tell whether it changed since it was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// The signed statement of this release: a DSSE envelope's JSON text, copied into
+    /// the package metadata as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
+    /// On a channel's current release: releases published here must be signed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signatures_required: bool,
 }
 
 /// A staged rollout: the release `version` (a candidate in the channel's history) for
@@ -194,6 +201,8 @@ pub enum RuleError {
     BadLevel { level: u32 },
     #[error("rollout percent {percent} is not a share of devices; use 0 to 100")]
     BadPercent { percent: u8 },
+    #[error("envelope `{value}` is not a JSON object; sign the release again")]
+    BadEnvelope { value: String },
     #[error(transparent)]
     BadUrl(#[from] BadUrl),
     #[error(
@@ -257,16 +266,19 @@ impl Rule {
             rollout: None,
             rolled_back: false,
             revision: None,
+            envelope: None,
+            signatures_required: false,
         }
     }
 
     /// This release as a history entry: without what only a channel's current item
-    /// carries (its rollout, rollback mark and revision).
+    /// carries (its rollout, rollback mark, revision and signature requirement).
     pub fn as_release(&self) -> Rule {
         Rule {
             rollout: None,
             rolled_back: false,
             revision: None,
+            signatures_required: false,
             ..self.clone()
         }
     }
@@ -302,6 +314,13 @@ impl Rule {
         check_digest("md5", &self.md5, 32)?;
         if let Some(sha256) = &self.sha256 {
             check_digest("sha256", sha256, 64)?;
+        }
+        if let Some(envelope) = &self.envelope
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(envelope).is_err()
+        {
+            return Err(RuleError::BadEnvelope {
+                value: excerpt(envelope),
+            });
         }
         if let Some(rollout) = &self.rollout {
             if !is_version(&rollout.version) {

@@ -2,7 +2,7 @@
 //! `rollout`, each printing what the channel serves before and after.
 
 use fleetpack_resolver::Rule;
-use fleetpack_store::releases::{self, Changed, Channel, ReleaseError};
+use fleetpack_store::releases::{self, Changed, Channel, ReleaseError, Signer};
 use fleetpack_store::{AnyStore, Store, rule_set};
 
 use crate::Outcome;
@@ -85,11 +85,12 @@ pub async fn rollback(
     app: &str,
     channel: &str,
     to: Option<&str>,
+    signer: Option<&Signer>,
 ) -> anyhow::Result<Outcome> {
     report(
         app,
         channel,
-        releases::rollback(store, app, channel, to).await,
+        releases::rollback(store, app, channel, to, signer).await,
     )
 }
 
@@ -115,12 +116,12 @@ pub async fn promote(
     to: &str,
     version: Option<&str>,
     rollout: Option<u8>,
+    signer: Option<&Signer>,
 ) -> anyhow::Result<Outcome> {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     report(
         app,
         to,
-        releases::promote(store, app, from, to, version, rollout, now).await,
+        releases::promote(store, app, from, to, version, rollout, signer).await,
     )
 }
 
@@ -138,7 +139,7 @@ pub async fn rollout(
 }
 
 /// Prints what the channel serves after an action, or why it failed.
-fn report(
+pub fn report(
     app: &str,
     channel: &str,
     changed: Result<Changed, ReleaseError>,

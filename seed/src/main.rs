@@ -4,8 +4,10 @@
 //! origin.
 
 mod channels;
+mod keys;
 mod preview;
 mod publishing;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,35 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// How a release is signed, when it is.
+#[derive(Debug, Args)]
+struct Signing {
+    /// Sign the release's statement with this private key (PKCS#8 PEM, as `keygen`
+    /// writes it); devices that verify refuse unsigned releases.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// How long the signed statement stays valid; `resign` renews it.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30d",
+        requires = "signing_key"
+    )]
+    expires_in: humantime::Duration,
+}
+
+/// Public keys a verifier trusts.
+#[derive(Debug, Args)]
+struct Trust {
+    /// A trusted public key (64 hex digits, as `keygen` writes it); repeat it to accept
+    /// several during a key rotation.
+    #[arg(long = "public-key", value_name = "FILE", required = true)]
+    public_keys: Vec<PathBuf>,
+    /// Refuse statements with a lower sequence: the highest the device has seen.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    min_sequence: u64,
 }
 
 /// An app on a channel.
@@ -110,6 +141,8 @@ enum Command {
         /// current release to the rest; `rollout` raises, halts or completes it.
         #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
         rollout: Option<u8>,
+        #[command(flatten)]
+        signing: Signing,
     },
     /// Build the compressed segment of every rule (current releases and history entries)
     /// that lacks one for the current archive format, e.g. after adopting a table made
@@ -149,6 +182,10 @@ enum Command {
         /// The version to serve.
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
+        /// On a signed channel, sign the release again with a new sequence: devices
+        /// refuse a statement older than one they saw.
+        #[command(flatten)]
+        signing: Signing,
     },
     /// Disable release VERSION of APP on CHANNEL: kept, never served. A disabled
     /// current release gives way to the enabled release published last before it; a
@@ -188,6 +225,8 @@ enum Command {
         /// Stage it: serve it to PERCENT of the devices that send a `deviceKey`.
         #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
         rollout: Option<u8>,
+        #[command(flatten)]
+        signing: Signing,
     },
     /// Set the share of devices that take the candidate of APP's rollout on CHANNEL.
     ///
@@ -203,6 +242,55 @@ enum Command {
         slot: Slot,
         #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
         percent: u8,
+    },
+    /// Make a key pair for signing releases: DIR/release.key (private, PKCS#8 PEM, mode
+    /// 0600: keep it offline) and DIR/release.pub (the public key, 64 hex digits, for
+    /// devices). Prints the key id devices see in envelopes.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed keygen --out ./keys\n\n{EXIT_STATUS}"))]
+    Keygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Sign a new statement (new sequence, new expiry) for every release the channels
+    /// serve: run it on a schedule, well before statements expire.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed resign --signing-key ./keys/release.key --expires-in 30d\n\n{EXIT_STATUS}"))]
+    Resign {
+        #[arg(long, value_name = "FILE")]
+        signing_key: PathBuf,
+        #[arg(long, value_name = "DURATION", default_value = "30d")]
+        expires_in: humantime::Duration,
+    },
+    /// Require signed releases on APP's CHANNEL (or no longer, with --off): publishing,
+    /// promoting or rolling back there without --signing-key is then refused.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed require-signatures --app os_armv8 --channel prod\n  \
+        fleetpack-seed require-signatures --app os_armv8 --channel prod --off\n\n{EXIT_STATUS}"))]
+    RequireSignatures {
+        #[command(flatten)]
+        slot: Slot,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Check a downloaded package as a device would: every binary against its signed
+    /// statement (key, signature, app, channel, version, SHA-256, size, expiry,
+    /// sequence).
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed verify ota-package.tar.gz --public-key ./keys/release.pub\n  \
+        fleetpack-seed verify ota-package.tar.gz --public-key old.pub --public-key new.pub --min-sequence 12\n\n{EXIT_STATUS}"))]
+    Verify {
+        package: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
+    },
+    /// Check a metadata-only answer (package_details.json) as a device would.
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed verify-metadata details.json --public-key ./keys/release.pub\n\n{EXIT_STATUS}"))]
+    VerifyMetadata {
+        metadata: PathBuf,
+        #[command(flatten)]
+        trust: Trust,
     },
     /// Print the state of the rollouts in progress for the CDN's cache key function:
     /// the value of the template's `RolloutState` parameter.
@@ -264,6 +352,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    // Commands on files, without a store.
+    match &cli.command {
+        Command::Keygen { out } => return keys::keygen(out),
+        Command::Verify { package, trust } => {
+            return verify::package(package, &trust.public_keys, trust.min_sequence);
+        }
+        Command::VerifyMetadata { metadata, trust } => {
+            return verify::metadata(metadata, &trust.public_keys, trust.min_sequence);
+        }
+        _ => {}
+    }
     let choice = match cli.store.check() {
         Ok(choice) => choice,
         Err(error) => {
@@ -304,7 +403,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             required,
             disabled,
             rollout,
+            signing,
         } => {
+            let signer = keys::signer(signing.signing_key.as_deref(), signing.expires_in)?;
             let release = fleetpack_store::publish::Release {
                 app: slot.app,
                 channel: slot.channel,
@@ -316,7 +417,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 enabled: !disabled,
                 rollout,
             };
-            publishing::publish(&store, &release, &file).await
+            publishing::publish(&store, &release, &file, signer.as_ref()).await
         }
         Command::Segments => publishing::segments(&store).await,
         Command::List { json } => preview::list(&store, json).await,
@@ -324,8 +425,16 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History { slot, json } => {
             channels::history(&store, &slot.app, &slot.channel, json).await
         }
-        Command::Rollback { slot, to } => {
-            channels::rollback(&store, &slot.app, &slot.channel, to.as_deref()).await
+        Command::Rollback { slot, to, signing } => {
+            let signer = keys::signer(signing.signing_key.as_deref(), signing.expires_in)?;
+            channels::rollback(
+                &store,
+                &slot.app,
+                &slot.channel,
+                to.as_deref(),
+                signer.as_ref(),
+            )
+            .await
         }
         Command::Disable { slot, version } => {
             channels::set_enabled(&store, &slot.app, &slot.channel, &version, false).await
@@ -339,7 +448,33 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             to,
             version,
             rollout,
-        } => channels::promote(&store, &app, &from, &to, version.as_deref(), rollout).await,
+            signing,
+        } => {
+            let signer = keys::signer(signing.signing_key.as_deref(), signing.expires_in)?;
+            channels::promote(
+                &store,
+                &app,
+                &from,
+                &to,
+                version.as_deref(),
+                rollout,
+                signer.as_ref(),
+            )
+            .await
+        }
+        Command::Resign {
+            signing_key,
+            expires_in,
+        } => {
+            let signer = keys::signer(Some(&signing_key), expires_in)?;
+            keys::resign(&store, signer.as_ref().expect("a key was given")).await
+        }
+        Command::RequireSignatures { slot, off } => {
+            keys::require_signatures(&store, &slot.app, &slot.channel, !off).await
+        }
+        Command::Keygen { .. } | Command::Verify { .. } | Command::VerifyMetadata { .. } => {
+            unreachable!("answered above, without a store")
+        }
         Command::Rollout { slot, percent } => {
             channels::rollout(&store, &slot.app, &slot.channel, percent).await
         }

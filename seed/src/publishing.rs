@@ -6,11 +6,17 @@ use anyhow::Context;
 use fleetpack_store::AnyStore;
 use fleetpack_store::demo::publish_demo;
 use fleetpack_store::publish::{Published, Release, build_segments, publish as publish_file};
+use fleetpack_store::releases::Signer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::Outcome;
 
-pub async fn publish(store: &AnyStore, release: &Release, file: &Path) -> anyhow::Result<Outcome> {
+pub async fn publish(
+    store: &AnyStore,
+    release: &Release,
+    file: &Path,
+    signer: Option<&Signer>,
+) -> anyhow::Result<Outcome> {
     let size = std::fs::metadata(file).map_or(0, |meta| meta.len());
     // Drawn only on a terminal: indicatif hides itself otherwise.
     let bar = ProgressBar::new(size).with_style(
@@ -21,7 +27,7 @@ pub async fn publish(store: &AnyStore, release: &Release, file: &Path) -> anyhow
         let bar = bar.clone();
         move |sent| bar.set_position(sent)
     };
-    let published = publish_file(store, release, file, &progress).await;
+    let published = publish_file(store, release, file, &progress, signer).await;
     bar.finish_and_clear();
     let published = published.with_context(|| format!("cannot publish `{}`", file.display()))?;
     report(&published);

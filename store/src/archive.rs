@@ -393,6 +393,7 @@ mod tests {
                 required: false,
                 installed_version: None,
                 downgrade: false,
+                envelope: None,
                 status: EntryStatus::Send,
                 segment: None,
                 deflate_level: fleetpack_resolver::DEFLATE_LEVEL,

@@ -117,5 +117,5 @@ async fn publish_one<S: Store>(
             .collect(),
         ..Release::new(demo.app, demo.channel, demo.version)
     };
-    publish(store, &release, &path, &|_| {}).await
+    publish(store, &release, &path, &|_| {}, None).await
 }

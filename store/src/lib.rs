@@ -18,6 +18,7 @@ mod object;
 mod open;
 pub mod publish;
 pub mod releases;
+pub mod signing;
 pub mod splice;
 
 use std::collections::HashSet;

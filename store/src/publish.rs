@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::archive::{ArchiveError, Binary, write_segment};
 use crate::digest::{Digesting, ObjectDigests};
-use crate::releases::{Changed, ReleaseError, add_release};
+use crate::releases::{Changed, Channel, ReleaseError, Signer, add_release};
 use crate::{Progress, Store, StoreError};
 
 /// What to publish: an app's version on a channel, and which devices it is for.
@@ -126,6 +126,7 @@ pub async fn publish<S: Store>(
     release: &Release,
     path: &Path,
     progress: &Progress,
+    signer: Option<&Signer>,
 ) -> Result<Published, PublishError> {
     for attribute in &release.attributes {
         if !fleetpack_resolver::is_ident(attribute) {
@@ -201,6 +202,8 @@ pub async fn publish<S: Store>(
             channel: other.channel.clone(),
         });
     }
+    // Refused before anything is stored, so a refused publish leaves no trace.
+    Channel::of(&stored_rules, &rule.app, &rule.channel).check_signer(signer)?;
     let uploaded = match store.object_md5(&location).await? {
         Some(existing) if existing != digests.md5 => return Err(taken(existing)),
         Some(_) => false,
@@ -212,7 +215,7 @@ pub async fn publish<S: Store>(
         }
     };
     rule.segment = Some(store_segment(store, &location, entry).await?);
-    let changed = add_release(store, &stored_rules, rule.clone(), release.rollout).await?;
+    let changed = add_release(store, &stored_rules, rule.clone(), release.rollout, signer).await?;
     Ok(Published {
         rule,
         changed,

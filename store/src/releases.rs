@@ -7,8 +7,11 @@
 //! ([`Store::put_rule`]): of two operators racing, the second is told to run again, and
 //! nothing either wrote is lost. The current release stays the item the AWS sample reads.
 
+use std::time::{Duration, SystemTime};
+
 use fleetpack_resolver::{Rollout, Rule, StoredRules};
 
+use crate::signing::{ReleaseKey, Statement, statement_sequence};
 use crate::{Store, StoreError};
 
 /// One app and channel as stored: its current release and its history.
@@ -70,6 +73,51 @@ impl Channel {
             + 1
     }
 
+    /// The sequence of the next statement signed for this app and channel: above every
+    /// statement signed for it so far, so that devices refuse older ones.
+    fn next_statement_sequence(&self) -> u64 {
+        self.history
+            .iter()
+            .chain(&self.current)
+            .filter_map(|rule| rule.envelope.as_deref().and_then(statement_sequence))
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Refuses to serve an unsigned release on a channel that requires signatures.
+    pub(crate) fn check_signer(&self, signer: Option<&Signer>) -> Result<(), ReleaseError> {
+        let required = self
+            .current
+            .as_ref()
+            .is_some_and(|current| current.signatures_required);
+        if required && signer.is_none() {
+            return Err(ReleaseError::SignatureRequired {
+                app: self.app.clone(),
+                channel: self.channel.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `release` signed by `signer` with the next statement sequence, or as it is
+    /// without one.
+    fn signed(
+        &self,
+        release: Rule,
+        signer: Option<&Signer>,
+        sequence: u64,
+    ) -> Result<Rule, ReleaseError> {
+        let Some(signer) = signer else {
+            return Ok(release);
+        };
+        let envelope = signer.sign(&release, sequence)?;
+        Ok(Rule {
+            envelope: Some(envelope),
+            ..release
+        })
+    }
+
     /// Writes `release` to the history, first the current release when only the
     /// current item holds it, so that replacing it loses no release.
     async fn keep<S: Store>(&self, store: &S, release: Option<Rule>) -> Result<(), StoreError> {
@@ -82,8 +130,26 @@ impl Channel {
         Ok(())
     }
 
-    /// Makes `next` the current release, if the current one is still what was read.
+    /// Makes `next` the current release, if the current one is still what was read;
+    /// a channel that requires signatures goes on requiring them.
     async fn replace_current<S: Store>(&self, store: &S, next: Rule) -> Result<Rule, StoreError> {
+        let required = self
+            .current
+            .as_ref()
+            .is_some_and(|current| current.signatures_required);
+        self.write_current(
+            store,
+            Rule {
+                signatures_required: required,
+                ..next
+            },
+        )
+        .await
+    }
+
+    /// Writes `next` as the current release, as it is, if the current one is still what
+    /// was read.
+    async fn write_current<S: Store>(&self, store: &S, next: Rule) -> Result<Rule, StoreError> {
         let next = Rule {
             revision: Some(
                 self.current
@@ -144,6 +210,14 @@ pub enum ReleaseError {
         channel: String,
         version: String,
     },
+    #[error(
+        "app `{app}` on `{channel}` requires signed releases; pass --signing-key (or turn the requirement off with `fleetpack-seed require-signatures --off`)"
+    )]
+    SignatureRequired { app: String, channel: String },
+    #[error(
+        "release {version} of `{app}` has no SHA-256 or size to sign; run `fleetpack-seed segments`, which fills the size, or publish it again"
+    )]
+    Unsignable { app: String, version: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -187,8 +261,10 @@ pub async fn rollback<S: Store>(
     app: &str,
     channel: &str,
     to: Option<&str>,
+    signer: Option<&Signer>,
 ) -> Result<Changed, ReleaseError> {
     let state = channel_of(store, app, channel).await?;
+    state.check_signer(signer)?;
     let target = match to {
         Some(version) => state
             .release(version)
@@ -222,13 +298,16 @@ pub async fn rollback<S: Store>(
             version: target.version.clone(),
         });
     }
-    state.keep(store, None).await?;
+    // Devices refuse a statement older than one they saw: going back takes a new one.
+    let target = state.signed(target.clone(), signer, state.next_statement_sequence())?;
+    let resigned = signer.map(|_| target.as_release());
+    state.keep(store, resigned).await?;
     let after = state
         .replace_current(
             store,
             Rule {
                 rolled_back: true,
-                ..target.clone()
+                ..target
             },
         )
         .await?;
@@ -378,8 +457,10 @@ pub async fn add_release<S: Store>(
     stored: &StoredRules,
     release: Rule,
     rollout: Option<u8>,
+    signer: Option<&Signer>,
 ) -> Result<Changed, ReleaseError> {
     let state = Channel::of(stored, &release.app, &release.channel);
+    state.check_signer(signer)?;
     if let Some(existing) = state.release(&release.version) {
         let same = state
             .current
@@ -407,6 +488,7 @@ pub async fn add_release<S: Store>(
         sequence: Some(state.next_sequence()),
         ..release
     };
+    let release = state.signed(release, signer, state.next_statement_sequence())?;
     state.keep(store, Some(release.clone())).await?;
     let next = match (&state.current, rollout) {
         _ if !release.enabled => None,
@@ -435,6 +517,7 @@ fn release_as_stored(existing: &Rule, release: &Rule) -> Rule {
     Rule {
         created_at: existing.created_at.clone(),
         sequence: existing.sequence,
+        envelope: existing.envelope.clone(),
         ..release.as_release()
     }
 }
@@ -449,7 +532,7 @@ pub async fn promote<S: Store>(
     to: &str,
     version: Option<&str>,
     rollout: Option<u8>,
-    created_at: String,
+    signer: Option<&Signer>,
 ) -> Result<Changed, ReleaseError> {
     let stored = store.load_rules().await?;
     let source = Channel::of(&stored, app, from);
@@ -468,9 +551,127 @@ pub async fn promote<S: Store>(
     let promoted = Rule {
         app: target.app.clone(),
         channel: target.channel.clone(),
-        created_at: Some(created_at),
+        created_at: Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
         enabled: true,
+        // A statement names its channel: the source's does not vouch for this one.
+        envelope: None,
         ..release.as_release()
     };
-    add_release(store, &stored, promoted, rollout).await
+    add_release(store, &stored, promoted, rollout, signer).await
+}
+
+/// Signs releases as operators publish them: a key, and how long a statement stays
+/// valid (devices refuse expired ones, so signed channels need `resign` on a schedule).
+#[derive(Debug)]
+pub struct Signer {
+    pub key: ReleaseKey,
+    pub valid_for: Duration,
+}
+
+impl Signer {
+    /// The envelope of `release`'s statement, valid from now for `valid_for`.
+    fn sign(&self, release: &Rule, sequence: u64) -> Result<String, ReleaseError> {
+        let (Some(sha256), Some(size)) = (&release.sha256, release.size) else {
+            return Err(ReleaseError::Unsignable {
+                app: release.app.clone(),
+                version: release.version.clone(),
+            });
+        };
+        let expires = humantime::format_rfc3339_seconds(SystemTime::now() + self.valid_for);
+        Ok(self.key.sign(&Statement {
+            app: release.app.clone(),
+            channel: release.channel.clone(),
+            version: release.version.clone(),
+            sha256: sha256.clone(),
+            size,
+            sequence,
+            expires: expires.to_string(),
+        }))
+    }
+}
+
+/// Turns the requirement of signed releases on or off for `app` on `channel`.
+pub async fn require_signatures<S: Store>(
+    store: &S,
+    app: &str,
+    channel: &str,
+    required: bool,
+) -> Result<Changed, ReleaseError> {
+    let state = channel_of(store, app, channel).await?;
+    let current = state
+        .current
+        .as_ref()
+        .ok_or_else(|| ReleaseError::NoChannel {
+            app: app.to_owned(),
+            channel: channel.to_owned(),
+        })?;
+    let after = state
+        .write_current(
+            store,
+            Rule {
+                signatures_required: required,
+                ..current.clone()
+            },
+        )
+        .await?;
+    Ok(Changed {
+        before: Some(current.clone()),
+        after: Some(after),
+    })
+}
+
+/// Signs a new statement, with a new sequence and expiry, for every release a channel
+/// serves (its current release and a rollout's candidate), on every channel: what a
+/// scheduled job runs before statements expire. One channel that fails is reported and
+/// the others go on.
+pub async fn resign<S: Store>(
+    store: &S,
+    signer: &Signer,
+) -> Result<Vec<(String, String, Result<Vec<String>, ReleaseError>)>, StoreError> {
+    let stored = store.load_rules().await?;
+    let mut outcomes = Vec::new();
+    for current in &stored.current {
+        let state = Channel::of(&stored, &current.app, &current.channel);
+        let outcome = resign_channel(store, signer, &state, current).await;
+        outcomes.push((state.app.clone(), state.channel.clone(), outcome));
+    }
+    Ok(outcomes)
+}
+
+/// Re-signs what one channel serves; returns the versions signed.
+async fn resign_channel<S: Store>(
+    store: &S,
+    signer: &Signer,
+    state: &Channel,
+    current: &Rule,
+) -> Result<Vec<String>, ReleaseError> {
+    let candidate = current
+        .rollout
+        .as_ref()
+        .map(|rollout| rollout.version.as_str());
+    let mut signed = Vec::new();
+    let mut current_envelope = None;
+    let versions = std::iter::once(current.version.as_str()).chain(candidate);
+    for (sequence, version) in (state.next_statement_sequence()..).zip(versions) {
+        let release = match state.release(version) {
+            Some(release) => release,
+            None => return Err(no_version(state, version)),
+        };
+        let release = state.signed(release.as_release(), Some(signer), sequence)?;
+        if version == current.version {
+            current_envelope = release.envelope.clone();
+        }
+        state.keep(store, Some(release)).await?;
+        signed.push(version.to_owned());
+    }
+    state
+        .write_current(
+            store,
+            Rule {
+                envelope: current_envelope,
+                ..current.clone()
+            },
+        )
+        .await?;
+    Ok(signed)
 }

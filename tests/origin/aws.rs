@@ -583,17 +583,11 @@ async fn a_table_shared_with_the_sample_keeps_its_current_items_right() {
 /// what it wrote.
 fn sample_fixture(table: &str, bucket: &str) -> Vec<serde_json::Value> {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = workspace.join(".tools/moto/bin/python");
-    let output = std::process::Command::new(&python)
+    let output = crate::harness::tools_python()
         .arg(workspace.join("tests/fixtures/aws_sample_init.py"))
         .args([table, bucket])
         .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "run {}: {error} (scripts/test.sh installs it)",
-                python.display()
-            )
-        });
+        .expect("run the sample's fixture");
     assert!(
         output.status.success(),
         "fixture failed: {}",

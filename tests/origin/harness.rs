@@ -233,7 +233,7 @@ impl TestStore {
     }
 
     pub async fn publish(&self, release: &Release, path: &Path) {
-        publish(&self.store, release, path, &|_| {})
+        publish(&self.store, release, path, &|_| {}, None)
             .await
             .expect("publish");
     }
@@ -451,6 +451,37 @@ impl Drop for Origin {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// The Python of the test tools (installed by scripts/test.sh with moto): it has boto3,
+/// for the AWS sample's fixture, and `cryptography`, for the device verifier.
+pub fn tools_python() -> Command {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moto/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh installs it (or `source scripts/moto.sh && moto_install`)",
+        python.display()
+    );
+    Command::new(python)
+}
+
+impl Origin {
+    /// Another origin instance on the same store, once it is ready.
+    pub async fn another_instance(&self, config: ServeConfig) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(fleetpack_origin::run(
+            listener,
+            self.store.store.clone(),
+            config,
+            std::future::pending(),
+        ));
+        eventually(Duration::from_secs(15), "another origin ready", || async {
+            request(addr, Method::GET, "/readyz", &[]).await.status == StatusCode::OK
+        })
+        .await;
+        addr
     }
 }
 
@@ -698,6 +729,15 @@ pub async fn raw_exchange(addr: SocketAddr, request: &str) -> Vec<u8> {
     // A reset after an abort is an end too; what arrived before it is what counts.
     let _ = stream.read_to_end(&mut received).await;
     received
+}
+
+/// Serving settings whose rules refresh quickly, so a change made with
+/// `fleetpack-seed` shows within a fraction of a second.
+pub fn quick_refresh() -> ServeConfig {
+    ServeConfig {
+        rules_refresh: Duration::from_millis(100),
+        ..ServeConfig::default()
+    }
 }
 
 /// Polls `condition` until it holds, for at most `limit`.

@@ -19,4 +19,5 @@ mod sample;
 mod seed_cli;
 mod segments;
 mod server;
+mod signing;
 mod spliced;

@@ -2,33 +2,21 @@
 //! sockets: history, staged rollouts, rollback, disable and enable, promote, mandatory
 //! and required releases, no accidental downgrades, and operators racing each other.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use fleetpack_origin::config::ServeConfig;
 use fleetpack_resolver::{is_member, rollout_id};
 use fleetpack_store::publish::{Release, publish};
 use http::{Method, StatusCode};
 use md5::{Digest, Md5};
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 
-use crate::harness::{Origin, TestStore, eventually, request};
+use crate::harness::{Origin, TestStore, eventually, quick_refresh, request};
 
 const APP: &str = "os_armv8";
 const QUERY: &str = "/package?cpuArch=armv8&payloadType=metadataOnly";
-
-/// The rules refresh quickly, so a change made with `fleetpack-seed` shows within a
-/// fraction of a second.
-fn quick_refresh() -> ServeConfig {
-    ServeConfig {
-        rules_refresh: Duration::from_millis(100),
-        ..ServeConfig::default()
-    }
-}
 
 /// Binaries of each version, and the store and origin they are published to.
 struct Fleet {
@@ -212,7 +200,7 @@ async fn a_ten_percent_rollout_is_raised_halted_and_completed() {
     );
     // A second origin instance on the same store gives every device the same answer,
     // byte for byte.
-    let second = second_origin(&fleet).await;
+    let second = fleet.origin.another_instance(quick_refresh()).await;
     for key in &keys {
         let target = format!("{QUERY}&deviceKey={key}");
         let (one, two) = (
@@ -434,6 +422,7 @@ async fn fifty_publishes_keep_fifty_releases() {
             &release,
             &fleet.file(&version),
             &|_| {},
+            None,
         )
         .await
         .expect("publish");
@@ -564,23 +553,6 @@ async fn seed_resolve_with_a_device_key_answers_as_the_origin() {
         );
         assert!(resolved.contains(served.header("etag")), "{resolved}");
     }
-}
-
-/// Another origin instance on the store of `fleet`, once it serves what the first does.
-async fn second_origin(fleet: &Fleet) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(fleetpack_origin::run(
-        listener,
-        fleet.origin.store.store.clone(),
-        quick_refresh(),
-        std::future::pending(),
-    ));
-    eventually(Duration::from_secs(15), "second origin ready", || async {
-        request(addr, Method::GET, "/readyz", &[]).await.status == StatusCode::OK
-    })
-    .await;
-    addr
 }
 
 fn path_text(path: &Path) -> &str {

@@ -127,6 +127,8 @@ fn read_rule(item: &Item, app: String, channel: String) -> Result<Rule, ItemErro
         rollout: rollout_from_item(item.get("rollout"))?,
         rolled_back: flag(item, "rolledBack")?.unwrap_or(false),
         revision: number(item, "revision")?,
+        envelope: text(item, "envelope")?,
+        signatures_required: flag(item, "signaturesRequired")?.unwrap_or(false),
         ..Rule::new(
             app,
             channel,
@@ -268,6 +270,12 @@ pub(super) fn item_from_rule(rule: &Rule, kind: ItemKind) -> Item {
         "rolledBack",
         rule.rolled_back.then_some(AttributeValue::Bool(true)),
     );
+    optional(
+        "signaturesRequired",
+        rule.signatures_required
+            .then_some(AttributeValue::Bool(true)),
+    );
+    optional("envelope", rule.envelope.clone().map(AttributeValue::S));
     let number = |value: Option<u64>| value.map(|value| AttributeValue::N(value.to_string()));
     optional("sequence", number(rule.sequence));
     optional("revision", number(rule.revision));
@@ -356,6 +364,8 @@ mod tests {
             }),
             rolled_back: true,
             revision: Some(3),
+            envelope: Some("{\"payloadType\":\"x\"}".to_owned()),
+            signatures_required: true,
             ..Rule::new(
                 "scoreboard",
                 "prod",
