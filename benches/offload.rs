@@ -1,17 +1,21 @@
 //! A fleet behind a caching CDN: 100,000 simulated devices with a Zipf mix of
-//! configurations ask nginx (tests/cdn/nginx.conf, keyed like the CloudFront cache
-//! policy) for their package, the way devices in the field spell requests: parameters
-//! in any order and letter case, defaults sometimes written out, digests in
-//! `If-None-Match` quoted or bare, in any order. The same devices run twice, with an
-//! empty cache each time: once as sent, once rewritten into the cache key form that the
-//! CloudFront Function applies (`canonical_query`, `canonical_if_none_match`, which
-//! the function matches on the shared vectors). A third run starts two staged rollouts
-//! and gives every device a `deviceKey` of its own, which the function turns into the
-//! device's cohorts. It prints how many requests reached the origin in each run.
+//! configurations ask nginx (tests/cdn/nginx.conf) for their package, the way devices
+//! in the field spell requests: parameters in any order and letter case, defaults
+//! sometimes written out, digests in `If-None-Match` quoted or bare, in any order. The
+//! same devices run twice, with an empty cache each time: once as sent, through nginx
+//! keyed on the path, the query and `If-None-Match` (the CloudFront cache policy before
+//! `installed=`); once rewritten into the form that the CloudFront Function forwards
+//! (`canonical_request`, which the function matches on the shared vectors: the query
+//! in canonical form with the device's list moved into it as `installed=`, the header
+//! dropped), through nginx keyed on the path and query alone, as the cache policy is
+//! now. A third run starts two staged rollouts and gives every device a `deviceKey` of
+//! its own, which the function turns into the device's cohorts. It prints how many
+//! requests reached the origin in each run.
 //!
 //! `cargo bench --bench offload` (needs nginx: `apt-get install nginx`);
 //! `FLEET_DEVICES=20000` for a shorter run.
 
+mod draws;
 #[path = "../tests/cdn/nginx.rs"]
 mod nginx;
 
@@ -22,9 +26,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fleetpack_origin::config::{OriginSecret, ServeConfig};
-use fleetpack_resolver::{
-    DeviceQuery, RolloutState, RuleSet, canonical_if_none_match, canonical_query,
-};
+use fleetpack_resolver::{DeviceQuery, RolloutState, RuleSet, canonical_request};
 use fleetpack_store::demo::{DemoRelease, publish_demo, write_demo_binary};
 use fleetpack_store::publish::{Release, publish};
 use fleetpack_store::{LocalStore, Store};
@@ -36,13 +38,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::net::{TcpListener, TcpStream};
 
-use nginx::Cdn;
+use draws::{ZIPF_EXPONENT, Zipf, shuffle, uniform};
+use nginx::{Cdn, Keying};
 
 const SECRET: &str = "fleet-simulation-secret";
 /// Size of each demo binary: small, since the cache's behaviour is what is measured.
 const BINARY_SIZE: u64 = 4096;
 /// Exponent of the Zipf law over configurations: a few are common, most are rare.
-const ZIPF_EXPONENT: f64 = 1.1;
 /// Devices asking at once.
 const CONCURRENCY: usize = 32;
 
@@ -98,37 +100,56 @@ async fn simulate(devices: usize) {
     );
     println!("| cache key | distinct keys | reached the origin | share | cache hits | time |");
     println!("|---|---:|---:|---:|---:|---:|");
-    measure("as sent", origin, requests.clone()).await;
-    let normalized_requests = requests
+    measure(
+        "as sent: path, query, If-None-Match",
+        origin,
+        requests.clone(),
+        Keying::PathQueryAndIfNoneMatch,
+    )
+    .await;
+    let canonical_requests = requests
         .iter()
-        .map(|request| normalized(request, &[]))
+        .map(|request| canonical(request, &[]))
         .collect();
-    measure("normalized", origin, normalized_requests).await;
+    measure(
+        "canonical, list in the query: path and query",
+        origin,
+        canonical_requests,
+        Keying::PathAndQuery,
+    )
+    .await;
 
     let rollouts = start_rollouts(&store, origin).await;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let keyed: Vec<DeviceRequest> = requests
         .iter()
         .map(|request| with_device_key(&mut rng, request))
-        .map(|request| normalized(&request, &rollouts))
+        .map(|request| canonical(&request, &rollouts))
         .collect();
     measure(
-        "normalized, 2 rollouts in progress, a key per device",
+        "canonical, 2 rollouts in progress, a key per device",
         origin,
         keyed,
+        Keying::PathAndQuery,
     )
     .await;
 }
 
-/// Sends `requests` through a fresh CDN (an empty cache) and prints one table row.
-async fn measure(name: &str, origin: SocketAddr, requests: Vec<DeviceRequest>) {
+/// Sends `requests` through a fresh CDN (an empty cache) keyed as `keying` says and
+/// prints one table row.
+async fn measure(name: &str, origin: SocketAddr, requests: Vec<DeviceRequest>, keying: Keying) {
     let devices = requests.len();
     let distinct_keys = requests
         .iter()
-        .map(|request| (request.query.as_str(), request.if_none_match.as_deref()))
+        .map(|request| match keying {
+            Keying::PathQueryAndIfNoneMatch => {
+                (request.query.as_str(), request.if_none_match.as_deref())
+            }
+            Keying::PathAndQuery => (request.query.as_str(), None),
+        })
         .collect::<HashSet<_>>()
         .len();
-    let cdn = Cdn::start(origin, SECRET);
+    let cdn = Cdn::start(origin, SECRET, keying);
     let started = Instant::now();
     let misses = run_devices(cdn.addr, requests).await;
     let elapsed = started.elapsed();
@@ -266,23 +287,10 @@ fn devices_of(configurations: &[Configuration], devices: usize) -> Vec<DeviceReq
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let mut ranking: Vec<&Configuration> = configurations.iter().collect();
     shuffle(&mut rng, &mut ranking);
-    let weights: Vec<f64> = (1..=ranking.len())
-        .map(|rank| 1.0 / (rank as f64).powf(ZIPF_EXPONENT))
-        .collect();
-    let total: f64 = weights.iter().sum();
-    let cumulative: Vec<f64> = weights
-        .iter()
-        .scan(0.0, |sum, weight| {
-            *sum += weight / total;
-            Some(*sum)
-        })
-        .collect();
+    let zipf = Zipf::new(ranking.len());
     (0..devices)
         .map(|_| {
-            let draw = uniform(&mut rng);
-            let rank = cumulative
-                .partition_point(|&edge| edge < draw)
-                .min(ranking.len() - 1);
+            let rank = zipf.draw(&mut rng);
             device_request(&mut rng, ranking[rank])
         })
         .collect()
@@ -340,21 +348,18 @@ fn device_request(rng: &mut ChaCha8Rng, configuration: &Configuration) -> Device
     }
 }
 
-/// What the CloudFront Function makes of a request, with `rollouts` in progress.
-fn normalized(request: &DeviceRequest, rollouts: &[RolloutState]) -> DeviceRequest {
-    let query = canonical_query(&request.query, rollouts).unwrap_or_else(|| request.query.clone());
-    // An empty canonical form drops the header; `None` forwards it as sent.
-    let if_none_match =
-        request
-            .if_none_match
-            .as_ref()
-            .and_then(|value| match canonical_if_none_match(value) {
-                Some(canonical) => (!canonical.is_empty()).then_some(canonical),
-                None => Some(value.clone()),
-            });
-    DeviceRequest {
-        query,
-        if_none_match,
+/// What the CloudFront Function makes of a request, with `rollouts` in progress: the
+/// canonical query with the device's list in it (`installed=`), the header dropped; or
+/// the request as sent when the function forwards it so.
+fn canonical(request: &DeviceRequest, rollouts: &[RolloutState]) -> DeviceRequest {
+    match canonical_request(&request.query, request.if_none_match.as_deref(), rollouts) {
+        Some(canonical) => DeviceRequest {
+            query: canonical.query,
+            if_none_match: (!canonical.drops_if_none_match)
+                .then(|| request.if_none_match.clone())
+                .flatten(),
+        },
+        None => request.clone(),
     }
 }
 
@@ -416,15 +421,4 @@ async fn connect(cdn: SocketAddr) -> SendRequest<Empty<Bytes>> {
         .expect("handshake");
     tokio::spawn(connection);
     sender
-}
-
-fn uniform(rng: &mut ChaCha8Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn shuffle<T>(rng: &mut ChaCha8Rng, items: &mut [T]) {
-    for at in (1..items.len()).rev() {
-        let other = (rng.next_u64() % (at as u64 + 1)) as usize;
-        items.swap(at, other);
-    }
 }

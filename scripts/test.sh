@@ -5,14 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Devices decode packages with GNU tar, busybox tar and Python's tarfile; the tests do
-# the same. nginx stands in for CloudFront in the CDN tests; Node.js runs the CloudFront
-# Function and type-checks the k6 scripts.
+# the same. nginx and Varnish stand in for CloudFront in the CDN tests; Node.js runs the
+# CloudFront Function and type-checks the k6 scripts.
 missing=()
 command -v tar >/dev/null || missing+=(tar)
 command -v python3 >/dev/null || missing+=(python3)
 command -v gzip >/dev/null || missing+=(gzip)
 command -v busybox >/dev/null || missing+=(busybox)
 command -v nginx >/dev/null || missing+=(nginx)
+command -v varnishd >/dev/null || missing+=(varnish)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -143,16 +143,27 @@ function rewrittenQuery(raw, handle) {
   return null;
 }
 
-// The If-None-Match the function rewrites `value` into: '' when it drops the header,
-// null when it leaves it as sent.
+// The installed= list the function moves If-None-Match `value` into (the header is then
+// dropped), or null when it leaves the header as sent.
 function rewrittenHeader(value, handle) {
   const sent = { value };
   const request = handle(event('/package', querystringOf('cpuArch=armv8'), { 'if-none-match': sent }));
+  return movedList(request, sent);
+}
+
+function movedList(request, sent) {
   const header = request.headers['if-none-match'];
-  if (header === undefined) {
-    return '';
+  if (header === sent) {
+    return null;
   }
-  return header === sent ? null : header.value;
+  if (header !== undefined) {
+    throw new Error('the function changed If-None-Match instead of moving it');
+  }
+  const found = /(?:^|&)installed=([^&]*)/.exec(request.querystring);
+  if (!found) {
+    throw new Error('the function dropped If-None-Match without moving it into the query');
+  }
+  return found[1];
 }
 
 function checkVectors(vectorsPath) {
@@ -179,7 +190,15 @@ function checkVectors(vectorsPath) {
   const merged = run(event('/package', querystringOf('cpuArch=armv8'), {
     'if-none-match': { value: '"B"', multiValue: [{ value: '"B"' }, { value: 'a, b' }] },
   }));
-  check('If-None-Match in two lines', merged.headers['if-none-match'].value, 'a,b');
+  check('If-None-Match in two lines', [merged.querystring, merged.headers['if-none-match']],
+    ['cpuarch=armv8&installed=a,b', undefined]);
+  // A device that lists installed= itself keeps its header, a validator for CloudFront.
+  const validator = { value: '"abc"' };
+  const listed = run(event('/package', querystringOf('installed=B,a&cpuArch=armv8'), {
+    'if-none-match': validator,
+  }));
+  check('installed= in the query keeps If-None-Match', [listed.querystring, movedList(listed, validator)],
+    ['cpuarch=armv8&installed=a,b', null]);
 
   for (const uri of ['/healthz', '/readyz', '/metrics', '/', '/package/']) {
     check(`${uri} is not served through the CDN`, run(event(uri, {}, {})).statusCode, 404);

@@ -1,5 +1,6 @@
 //! The fleetpack origin: an HTTP server (hyper 1 + tokio) that answers devices'
-//! `GET /package` with a streamed gzip tar, metadata-only JSON or 304.
+//! `GET /package` with a streamed gzip tar, metadata-only JSON or 304, and
+//! `GET /binaries/<sha256>` with one binary (`binaries`).
 //!
 //! [`run`] serves a store on a listener until shutdown. Each request takes one path
 //! (`service`): parse and resolve it against the current rules snapshot (`snapshot`),
@@ -11,6 +12,7 @@
 //! aborted, never ended as if complete.
 
 mod answers;
+mod binaries;
 mod body;
 pub mod config;
 mod metrics;

@@ -15,6 +15,11 @@ pub struct Metrics {
     pub packages_completed: AtomicU64,
     pub packages_aborted: AtomicU64,
     pub packages_client_gone: AtomicU64,
+    /// The same for `/binaries/<sha256>` bodies.
+    pub binaries_started: AtomicU64,
+    pub binaries_completed: AtomicU64,
+    pub binaries_aborted: AtomicU64,
+    pub binaries_client_gone: AtomicU64,
     /// Full-payload bodies assembled from stored segments, and requests that fell back
     /// to compressing because a stored segment was unusable.
     pub packages_spliced: AtomicU64,
@@ -62,7 +67,7 @@ impl Metrics {
                 get(counter)
             );
         }
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
             (
                 "fleetpack_packages_spliced_total",
                 "counter",
@@ -98,6 +103,30 @@ impl Metrics {
                 "counter",
                 "Full-payload bodies cut short by the client.",
                 &self.packages_client_gone,
+            ),
+            (
+                "fleetpack_binaries_started_total",
+                "counter",
+                "Binary bodies (/binaries/<sha256>) started.",
+                &self.binaries_started,
+            ),
+            (
+                "fleetpack_binaries_completed_total",
+                "counter",
+                "Binary bodies sent to the end.",
+                &self.binaries_completed,
+            ),
+            (
+                "fleetpack_binaries_aborted_total",
+                "counter",
+                "Binary bodies aborted by a store or integrity failure.",
+                &self.binaries_aborted,
+            ),
+            (
+                "fleetpack_binaries_client_gone_total",
+                "counter",
+                "Binary bodies cut short by the client.",
+                &self.binaries_client_gone,
             ),
             (
                 "fleetpack_answers_reused_total",

@@ -5,9 +5,12 @@
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
-use fleetpack_resolver::{BadRequest, DeviceRequest, NoPackage, PackagePlan, PayloadType};
-use fleetpack_store::archive::{self, PackageObject};
+use fleetpack_resolver::{
+    BINARIES_PREFIX, BadRequest, DeviceRequest, NoPackage, PackagePlan, PayloadType,
+};
+use fleetpack_store::archive::{self, ArchiveError, PackageObject};
 use fleetpack_store::splice::{self, Part};
 use fleetpack_store::{Store, StoreError};
 use http::header::{
@@ -18,6 +21,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use crate::answers::{Answer, AnswerError, RequestKey};
+use crate::binaries;
 use crate::body::{self, Body, ChannelSink};
 use crate::config::{CachePolicy, ServeConfig};
 use crate::metrics::Metrics;
@@ -59,6 +63,14 @@ pub enum RequestError {
     #[error("no such resource; devices call GET /package?cpuArch=<arch>")]
     UnknownPath,
     #[error(
+        "`{name}` does not name a binary: use /binaries/<sha256>, 64 lowercase hex digits, as `downloadUrl` gives it"
+    )]
+    BadBinaryName { name: String },
+    #[error(
+        "no release in the current rules has this binary; take `downloadUrl` from a metadata answer (payloadType=metadataOnly)"
+    )]
+    NoBinary,
+    #[error(
         "an HTTP/1.1 request carries exactly one Host header (RFC 9112, section 3.2); this one has {0}"
     )]
     BadHost(usize),
@@ -72,7 +84,7 @@ pub enum RequestError {
     NotReady,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the range starts past the end of the {len}-byte package; ask for bytes below {len}")]
+    #[error("the range starts past the end of the {len}-byte body; ask for bytes below {len}")]
     RangeNotSatisfiable { len: u64 },
     #[error(transparent)]
     Answer(#[from] AnswerError),
@@ -90,6 +102,7 @@ pub enum RequestError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Package,
+    Binary,
     Health,
     Ready,
     Metrics,
@@ -102,6 +115,7 @@ impl Route {
             "/healthz" => Some(Route::Health),
             "/readyz" => Some(Route::Ready),
             "/metrics" => Some(Route::Metrics),
+            _ if path.starts_with(BINARIES_PREFIX) => Some(Route::Binary),
             _ => None,
         }
     }
@@ -155,6 +169,7 @@ async fn route<S: Store, B>(
     };
     match route {
         Route::Package => package(app, request, head).await,
+        Route::Binary => binaries::binary(app, request, head).await,
         Route::Health => Ok(respond(StatusCode::OK, TEXT, NO_STORE, "ok\n", head)),
         Route::Ready => Ok(readiness(app, head)),
         Route::Metrics => Ok(respond(
@@ -305,7 +320,7 @@ fn package_response<S: Store>(
 ) -> Result<Response<Body>, RequestError> {
     let mut response = Response::new(body::empty());
     let headers = response.headers_mut();
-    cache_headers(headers, &answer.etag, &app.config.cache);
+    cache_headers(headers, &answer, &app.config.cache);
     // A file to save, not an encoding to undo.
     headers.insert(CONTENT_TYPE, GZIP);
     headers.insert(CONTENT_DISPOSITION, ATTACHMENT);
@@ -355,39 +370,78 @@ async fn stream_package<S: Store>(
     Metrics::increment(&metrics.packages_started);
     let written = match delivery {
         Delivery::Live(objects) => {
-            archive::write_package(&mut sink, &answer.details, objects).await
+            let written = archive::write_package(&mut sink, &answer.details, objects).await;
+            Some((sink, written))
         }
+        // The whole download on one blocking thread (bounded by the connection cap):
+        // each block goes from the disk read to the connection without a task hop.
         Delivery::Spliced { parts, .. } => {
-            // The whole download on one blocking thread (bounded by the connection cap):
-            // each block goes from the disk read to the connection without a task hop.
-            let runtime = tokio::runtime::Handle::current();
-            let sent = tokio::task::spawn_blocking(move || {
-                let written = splice::write_parts(&mut sink, parts, &runtime);
-                (sink, written)
+            on_blocking_thread(sink, move |sink, runtime| {
+                splice::write_parts(sink, parts, runtime)
             })
-            .await;
-            match sent {
-                Ok((returned, written)) => {
-                    sink = returned;
-                    written
-                }
-                Err(panicked) => {
-                    Metrics::increment(&metrics.packages_aborted);
-                    tracing::error!(etag = %answer.plan.etag(), error = %panicked, "package writer failed");
-                    return;
-                }
-            }
+            .await
         }
     };
+    let counters = BodyCounters {
+        completed: &metrics.packages_completed,
+        aborted: &metrics.packages_aborted,
+        client_gone: &metrics.packages_client_gone,
+    };
+    end_body(written, counters, &answer.plan.etag().to_string()).await;
+}
+
+/// Runs `write` with the body's sink on a blocking thread; `None` when it panicked.
+pub(crate) async fn on_blocking_thread(
+    mut sink: ChannelSink,
+    write: impl FnOnce(&mut ChannelSink, &tokio::runtime::Handle) -> Result<(), ArchiveError>
+    + Send
+    + 'static,
+) -> Option<(ChannelSink, Result<(), ArchiveError>)> {
+    let runtime = tokio::runtime::Handle::current();
+    let sent = tokio::task::spawn_blocking(move || {
+        let written = write(&mut sink, &runtime);
+        (sink, written)
+    })
+    .await;
+    sent.map_err(|panicked| tracing::error!(error = %panicked, "body writer failed"))
+        .ok()
+}
+
+/// Where a streamed body's ending is counted.
+pub(crate) struct BodyCounters<'a> {
+    pub completed: &'a AtomicU64,
+    pub aborted: &'a AtomicU64,
+    pub client_gone: &'a AtomicU64,
+}
+
+/// Ends a streamed body after its writer: counted as completed, cut by the client, or
+/// aborted so that it never looks complete. `what` names it in the log.
+pub(crate) async fn end_body(
+    written: Option<(ChannelSink, Result<(), ArchiveError>)>,
+    counters: BodyCounters<'_>,
+    what: &str,
+) {
+    let Some((sink, written)) = written else {
+        Metrics::increment(counters.aborted);
+        return;
+    };
     match written {
-        Ok(()) => Metrics::increment(&metrics.packages_completed),
+        Ok(()) => Metrics::increment(counters.completed),
         Err(error) if sink.is_closed() => {
-            Metrics::increment(&metrics.packages_client_gone);
-            tracing::debug!(etag = %answer.plan.etag(), error = &error as &dyn std::error::Error, "client left during a package");
+            Metrics::increment(counters.client_gone);
+            tracing::debug!(
+                what,
+                error = &error as &dyn std::error::Error,
+                "client left during a download"
+            );
         }
         Err(error) => {
-            Metrics::increment(&metrics.packages_aborted);
-            tracing::error!(etag = %answer.plan.etag(), error = &error as &dyn std::error::Error, "package aborted after the status line");
+            Metrics::increment(counters.aborted);
+            tracing::error!(
+                what,
+                error = &error as &dyn std::error::Error,
+                "download aborted after the status line"
+            );
             sink.abort(io::Error::other(error)).await;
         }
     }
@@ -427,10 +481,10 @@ fn readiness<S: Store>(app: &App<S>, head: bool) -> Response<Body> {
 /// to the device.
 fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> {
     let (status, message) = match error {
-        RequestError::BadRequest(_) | RequestError::BadHost(_) => {
-            (StatusCode::BAD_REQUEST, error.to_string())
-        }
-        RequestError::NoPackage(_) | RequestError::UnknownPath => {
+        RequestError::BadRequest(_)
+        | RequestError::BadHost(_)
+        | RequestError::BadBinaryName { .. } => (StatusCode::BAD_REQUEST, error.to_string()),
+        RequestError::NoPackage(_) | RequestError::UnknownPath | RequestError::NoBinary => {
             (StatusCode::NOT_FOUND, error.to_string())
         }
         RequestError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, error.to_string()),
@@ -489,11 +543,14 @@ fn error_response(error: &RequestError, config: &ServeConfig) -> Response<Body> 
     response
 }
 
-/// What every 200, 206 and 304 of a package carries.
-fn cache_headers(headers: &mut HeaderMap, etag: &HeaderValue, cache: &CachePolicy) {
-    headers.insert(ETAG, etag.clone());
+/// What every 200, 206 and 304 of a package carries; `Vary: if-none-match` when the
+/// device's digests came in that header rather than in `installed=`.
+fn cache_headers(headers: &mut HeaderMap, answer: &Answer, cache: &CachePolicy) {
+    headers.insert(ETAG, answer.etag.clone());
     headers.insert(CACHE_CONTROL, cache.success.clone());
-    headers.insert(VARY, VARY_IF_NONE_MATCH);
+    if answer.plan.varies_with_if_none_match() {
+        headers.insert(VARY, VARY_IF_NONE_MATCH);
+    }
 }
 
 /// A 304 or a metadata 200, from an answer: the path of most metadata requests, so
@@ -506,7 +563,7 @@ fn small_response(answer: &Answer, cache: &CachePolicy, head: bool) -> Response<
         body::empty()
     });
     let headers = response.headers_mut();
-    cache_headers(headers, &answer.etag, cache);
+    cache_headers(headers, answer, cache);
     if metadata {
         headers.insert(CONTENT_TYPE, JSON);
         headers.insert(CONTENT_LENGTH, answer.details_len.clone());

@@ -11,6 +11,11 @@
 //! exactly what the original meant. Anything else is forwarded as sent, so the origin's
 //! 400 names the problem in the device's own spelling.
 //!
+//! A device's `If-None-Match` moves into the query as `installed=` (an empty list when
+//! it sends none), and the header is dropped: the cache key then holds what the device
+//! has without leaning on a header that caches also send when they revalidate, and the
+//! origin's answer to such a query does not vary with the header.
+//!
 //! A device's `deviceKey` never reaches the cache key: it would give every device an
 //! entry of its own. The function holds the rollouts in progress ([`RolloutState`], the
 //! stack's `RolloutState` parameter) and replaces the key by `cohort=<id>.<id>...`, the
@@ -22,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditional::IfNoneMatch;
 use crate::ident::is_ident_byte;
-use crate::query::{DeviceQuery, MAX_COHORTS, MAX_QUERY_BYTES, Selector};
+use crate::query::{
+    DeviceQuery, INSTALLED, MAX_COHORTS, MAX_QUERY_BYTES, Selector, is_installed, parameters_len,
+};
 use crate::rollout::is_member;
 
 /// A staged rollout in progress (0 < percent < 100), as the CDN's function knows it.
@@ -94,7 +101,50 @@ pub fn canonical_query(raw: &str, rollouts: &[RolloutState]) -> Option<String> {
     }
     let canonical = query.cache_key();
     // A cohort list can be longer than the key it replaces.
-    (canonical.len() <= MAX_QUERY_BYTES).then_some(canonical)
+    (parameters_len(&canonical) <= MAX_QUERY_BYTES).then_some(canonical)
+}
+
+/// What the CDN's function makes of a request: the query it forwards, and whether it
+/// drops `If-None-Match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalRequest {
+    pub query: String,
+    /// The header's list moved into the query as `installed=`.
+    pub drops_if_none_match: bool,
+}
+
+/// The canonical form of a request: [`canonical_query`] of its query with the device's
+/// `If-None-Match` (`None` when it sent none) moved into it as `installed=`, in the
+/// form of [`canonical_if_none_match`]; the header is then dropped.
+///
+/// The header stays as sent when the query lists `installed=` already (the header is
+/// then the device's validator, which the CDN answers itself), when it holds `*` or
+/// something the origin refuses, or when the query cannot take the list (too many
+/// parameters, a tag longer than a value may be): its answer is then the full
+/// package, never another device's. `None` when the query is to be forwarded as sent.
+pub fn canonical_request(
+    raw: &str,
+    if_none_match: Option<&str>,
+    rollouts: &[RolloutState],
+) -> Option<CanonicalRequest> {
+    if !raw.split('&').any(is_installed) {
+        let moved = match if_none_match {
+            None => Some(String::new()),
+            Some(value) => canonical_if_none_match(value).filter(|tags| !tags.starts_with('*')),
+        };
+        let listed =
+            moved.and_then(|tags| canonical_query(&format!("{raw}&{INSTALLED}={tags}"), rollouts));
+        if let Some(query) = listed {
+            return Some(CanonicalRequest {
+                query,
+                drops_if_none_match: true,
+            });
+        }
+    }
+    canonical_query(raw, rollouts).map(|query| CanonicalRequest {
+        query,
+        drops_if_none_match: false,
+    })
 }
 
 /// The ids of the rollouts `query` can select that the device with `key` is in, sorted,
@@ -179,26 +229,44 @@ mod tests {
         }
     }
 
+    /// What the origin reads from a request: its query (a key read as its cohorts),
+    /// without `installed=`, and the list of what the device has.
+    fn meaning(
+        raw: &str,
+        header: Option<&str>,
+        rollouts: &[RolloutState],
+    ) -> (DeviceQuery, IfNoneMatch) {
+        let request = DeviceRequest::parse(raw, header.map(str::as_bytes)).expect("accepted");
+        (
+            as_the_origin_reads(raw, rollouts).without_installed(),
+            request.if_none_match().clone(),
+        )
+    }
+
     #[test]
     fn query_vectors() {
         let vectors = vectors();
         for vector in vectors.query.iter().chain(&vectors.query_with_rollouts) {
             let what = format!("{} ({:?})", vector.why, vector.input);
             let rollouts = &vector.rollouts;
-            let canonical = canonical_query(&vector.input, rollouts);
-            assert_eq!(canonical, vector.canonical, "{what}");
-            let Some(canonical) = canonical else {
+            let rewritten = canonical_request(&vector.input, None, rollouts);
+            assert_eq!(
+                rewritten.as_ref().map(|rewritten| &rewritten.query),
+                vector.canonical.as_ref(),
+                "{what}"
+            );
+            let Some(rewritten) = rewritten else {
                 continue;
             };
-            // The rewritten query means what the device sent, and is a fixed point.
+            // The rewritten request means what the device sent, and is a fixed point.
             assert_eq!(
-                DeviceQuery::parse(&canonical),
-                Ok(as_the_origin_reads(&vector.input, rollouts)),
+                meaning(&rewritten.query, None, rollouts),
+                meaning(&vector.input, None, rollouts),
                 "{what}"
             );
             assert_eq!(
-                canonical_query(&canonical, rollouts).as_ref(),
-                Some(&canonical),
+                canonical_query(&rewritten.query, rollouts).as_ref(),
+                Some(&rewritten.query),
                 "{what}"
             );
         }
@@ -279,25 +347,41 @@ mod tests {
 
     #[test]
     fn if_none_match_vectors() {
+        const QUERY: &str = "cpuArch=armv8";
         for vector in vectors().if_none_match {
             let what = format!("{} ({:?})", vector.why, vector.input);
-            assert_eq!(
-                canonical_if_none_match(&vector.input),
-                vector.canonical,
-                "{what}"
-            );
-            let Some(canonical) = vector.canonical else {
-                continue;
-            };
-            let sent = IfNoneMatch::parse([vector.input.as_bytes()]).expect("accepted");
-            let rewritten = IfNoneMatch::parse([canonical.as_bytes()]).expect("accepted");
-            assert_eq!(rewritten, sent, "{what}");
-            assert_eq!(
-                canonical_if_none_match(&canonical).as_ref(),
-                Some(&canonical),
-                "{what}"
-            );
+            let rewritten =
+                canonical_request(QUERY, Some(&vector.input), &[]).expect("an accepted query");
+            let parsed = DeviceQuery::parse(&rewritten.query).expect("accepted");
+            let installed = rewritten
+                .drops_if_none_match
+                .then(|| parsed.installed().expect("the list moved").to_owned());
+            assert_eq!(installed, vector.canonical, "{what}");
+            if rewritten.drops_if_none_match {
+                assert_eq!(
+                    meaning(&rewritten.query, None, &[]),
+                    meaning(QUERY, Some(&vector.input), &[]),
+                    "{what}"
+                );
+            } else {
+                assert_eq!(parsed.installed(), None, "{what}");
+            }
         }
+    }
+
+    /// A device that lists `installed=` itself keeps its header: the CDN answers that
+    /// validator, and the origin reads the list from the query alone.
+    #[test]
+    fn a_listed_installed_keeps_the_header() {
+        let rewritten = canonical_request("installed=B,a&cpuArch=armv8", Some("\"abc\""), &[])
+            .expect("an accepted query");
+        assert_eq!(
+            rewritten,
+            CanonicalRequest {
+                query: "cpuarch=armv8&installed=a,b".to_owned(),
+                drops_if_none_match: false,
+            }
+        );
     }
 
     #[test]

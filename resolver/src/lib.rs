@@ -30,7 +30,9 @@ mod rule_set;
 mod serve;
 mod version;
 
-pub use cache_key::{RolloutState, canonical_if_none_match, canonical_query};
+pub use cache_key::{
+    CanonicalRequest, RolloutState, canonical_if_none_match, canonical_query, canonical_request,
+};
 pub use conditional::{ConditionalError, IfNoneMatch, MAX_ENTITY_TAGS, MAX_IF_NONE_MATCH_BYTES};
 pub use format::{
     ARCHIVE_FORMAT, DEFLATE_LEVEL, DETAILS_FILE_NAME, ETag, METADATA_FORMAT, TAR_ENTRY_MODE,
@@ -38,8 +40,10 @@ pub use format::{
 };
 pub use ident::{MAX_IDENT_LEN, is_ident};
 pub use location::{BadUrl, ObjectLocation, is_bucket_name};
-pub use plan::{EntryStatus, PackagePlan, PlanEntry};
-pub use query::{DeviceQuery, MAX_PARAMETERS, MAX_QUERY_BYTES, PayloadType, QueryError, Selector};
+pub use plan::{BINARIES_PREFIX, EntryStatus, PackagePlan, PlanEntry, binary_path};
+pub use query::{
+    DeviceQuery, INSTALLED, MAX_PARAMETERS, MAX_QUERY_BYTES, PayloadType, QueryError, Selector,
+};
 pub use request::{BadRequest, DeviceRequest};
 pub use rollout::{ROLLOUT_ID_LEN, is_member, rollout_id, rollout_position};
 pub use rule::{Rollout, Rule, RuleError, SegmentRef, StoredRules};

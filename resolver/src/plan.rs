@@ -80,6 +80,8 @@ pub struct PackagePlan {
     details: Vec<u8>,
     etag: ETag,
     not_modified: bool,
+    /// The device's digests came in `If-None-Match`, so the body depends on the header.
+    varies_with_if_none_match: bool,
 }
 
 impl PackagePlan {
@@ -124,7 +126,7 @@ impl PackagePlan {
                 }
             })
             .collect();
-        let details = render_details(&entries);
+        let details = render_details(&entries, payload);
         let format = match payload {
             PayloadType::FullPayload => ARCHIVE_FORMAT,
             PayloadType::MetadataOnly => METADATA_FORMAT,
@@ -153,7 +155,25 @@ impl PackagePlan {
             details,
             etag,
             not_modified,
+            varies_with_if_none_match: true,
         }
+    }
+
+    /// This plan for a device that listed what it has in the query (`installed=`):
+    /// `If-None-Match` is then only a validator, which makes the answer 304 when it names
+    /// this response's ETag, and the response does not vary with it.
+    pub fn with_validators(self, validators: &IfNoneMatch) -> Self {
+        PackagePlan {
+            not_modified: self.not_modified || validators.matches(&self.etag),
+            varies_with_if_none_match: false,
+            ..self
+        }
+    }
+
+    /// Whether the body depends on `If-None-Match` (the device's digests came in it), so
+    /// a cache keyed on the URL must keep one response per header value.
+    pub fn varies_with_if_none_match(&self) -> bool {
+        self.varies_with_if_none_match
     }
 
     pub fn payload(&self) -> PayloadType {
@@ -189,9 +209,10 @@ impl PackagePlan {
 }
 
 /// The AWS sample's shape, `{"<app>": {"latestVersion", "url", "status_code"}}`, with
-/// fields added after those three and never renamed.
-fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
-    struct Details<'a>(&'a [PlanEntry]);
+/// fields added after those three and never renamed. Metadata-only answers add each
+/// binary's `downloadUrl`; packages hold the binaries, so theirs stay as they were.
+fn render_details(entries: &[PlanEntry], payload: PayloadType) -> Vec<u8> {
+    struct Details<'a>(&'a [PlanEntry], PayloadType);
 
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -216,6 +237,8 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
         downgrade: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         envelope: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        download_url: Option<String>,
     }
 
     impl Serialize for Details<'_> {
@@ -240,6 +263,11 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
                         .envelope
                         .as_deref()
                         .and_then(|text| serde_json::from_str(text).ok()),
+                    download_url: entry
+                        .sha256
+                        .as_deref()
+                        .filter(|_| self.1 == PayloadType::MetadataOnly)
+                        .map(binary_path),
                 };
                 map.serialize_entry(&entry.app, &detail)?;
             }
@@ -247,11 +275,19 @@ fn render_details(entries: &[PlanEntry]) -> Vec<u8> {
         }
     }
 
-    let mut json = serde_json::to_vec_pretty(&Details(entries))
+    let mut json = serde_json::to_vec_pretty(&Details(entries, payload))
         .expect("serializing strings and numbers into memory cannot fail");
     json.push(b'\n');
     json
 }
+
+/// Where the origin serves the binary with this SHA-256 on its own: `/binaries/<sha256>`.
+pub fn binary_path(sha256: &str) -> String {
+    format!("{BINARIES_PREFIX}{sha256}")
+}
+
+/// The path prefix of binaries served on their own, by SHA-256.
+pub const BINARIES_PREFIX: &str = "/binaries/";
 
 #[cfg(test)]
 mod tests {

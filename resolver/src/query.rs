@@ -7,13 +7,17 @@
 
 use std::borrow::Cow;
 
-use crate::ident::{excerpt, is_ident_bytes};
+use crate::conditional::{MAX_ENTITY_TAGS, MAX_IF_NONE_MATCH_BYTES};
+use crate::ident::{excerpt, is_ident, is_ident_bytes};
 use crate::rollout::ROLLOUT_ID_LEN;
 
 /// Longest query string accepted, in bytes: its parameters and one `&` between each
 /// two. Empty `&&` segments do not count; the CDN's function, which sees the parameters
-/// only, counts the same way.
+/// only, counts the same way. `installed=` does not count either: it has the limits of
+/// the `If-None-Match` it stands for.
 pub const MAX_QUERY_BYTES: usize = 2048;
+/// The parameter that carries a device's `If-None-Match` list in the query.
+pub const INSTALLED: &str = "installed";
 /// Most parameters accepted in one query.
 pub const MAX_PARAMETERS: usize = 32;
 
@@ -65,6 +69,10 @@ pub struct DeviceQuery {
     /// `cohort=`: the rollouts the device is in, as the CDN computed them from its key;
     /// sorted.
     cohorts: Vec<String>,
+    /// `installed=`: the tags the device would list in `If-None-Match` (digests of the
+    /// binaries it has, ETags of responses it keeps), in lowercase, sorted, without
+    /// duplicates, joined by `,`; empty when it lists none.
+    installed: Option<String>,
 }
 
 /// Why a query string was refused. Every message names the problem and the fix.
@@ -97,6 +105,10 @@ pub enum QueryError {
         "cohort `{value}` is not a list of rollout ids: send at most {MAX_COHORTS} ids of {ROLLOUT_ID_LEN} hex digits, separated by '.'"
     )]
     BadCohort { value: String },
+    #[error(
+        "installed `{value}` is not a list of digests: send at most {MAX_ENTITY_TAGS} unquoted tags of 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-', separated by ',', {MAX_IF_NONE_MATCH_BYTES} bytes in all"
+    )]
+    BadInstalled { value: String },
 }
 
 impl DeviceQuery {
@@ -122,13 +134,14 @@ impl DeviceQuery {
                 });
             }
             let value = percent_decode(raw_value)?;
-            if !is_ident_bytes(&value) {
+            let name = lowercase_ident(&name);
+            // A list, checked as one when the query is read.
+            if name != INSTALLED && !is_ident_bytes(&value) {
                 return Err(QueryError::BadValue {
                     name: excerpt(raw_name),
                     value: excerpt(raw_value),
                 });
             }
-            let name = lowercase_ident(&name);
             if params.iter().any(|param| param.name == name) {
                 return Err(QueryError::Repeated {
                     name: excerpt(raw_name),
@@ -136,7 +149,11 @@ impl DeviceQuery {
             }
             params.push(Param {
                 name,
-                value: String::from_utf8(value.into_owned()).expect("an identifier is ASCII"),
+                value: String::from_utf8(value.into_owned()).map_err(|_| {
+                    QueryError::BadInstalled {
+                        value: excerpt(raw_value),
+                    }
+                })?,
                 raw_value,
             });
         }
@@ -151,6 +168,7 @@ impl DeviceQuery {
         let mut pins = Vec::new();
         let mut device_key = None;
         let mut cohorts = Vec::new();
+        let mut installed = None;
         for Param {
             name,
             value: original,
@@ -162,6 +180,14 @@ impl DeviceQuery {
                 "cpuarch" => cpu_arch = Some(value),
                 "os" => os_channel = Some(value),
                 "devicekey" => device_key = Some(original),
+                INSTALLED => {
+                    installed =
+                        Some(
+                            installed_list(&value).ok_or_else(|| QueryError::BadInstalled {
+                                value: excerpt(raw_value),
+                            })?,
+                        );
+                }
                 "cohort" => {
                     cohorts = value.split('.').map(str::to_owned).collect();
                     let is_id = |id: &String| {
@@ -209,6 +235,7 @@ impl DeviceQuery {
             pins,
             device_key,
             cohorts,
+            installed,
         })
     }
 
@@ -251,6 +278,21 @@ impl DeviceQuery {
         &self.cohorts
     }
 
+    /// The device's `If-None-Match` list when it sent it in the query (`installed=`):
+    /// tags joined by `,`, empty when it lists none.
+    pub fn installed(&self) -> Option<&str> {
+        self.installed.as_deref()
+    }
+
+    /// This query without `installed=`.
+    #[cfg(test)]
+    pub(crate) fn without_installed(self) -> Self {
+        DeviceQuery {
+            installed: None,
+            ..self
+        }
+    }
+
     /// This query for a device in `cohorts` (sorted): what the CDN forwards in place of
     /// the device's key, and what the origin then serves as it would for the key.
     pub(crate) fn in_cohorts(self, cohorts: Vec<String>) -> Self {
@@ -287,6 +329,9 @@ impl DeviceQuery {
         if !cohorts.is_empty() {
             params.push(("cohort".to_owned(), &cohorts));
         }
+        if let Some(installed) = &self.installed {
+            params.push((INSTALLED.to_owned(), installed));
+        }
         params.sort_unstable();
         let pairs: Vec<String> = params
             .iter()
@@ -304,14 +349,36 @@ struct Param<'a> {
     raw_value: &'a str,
 }
 
-/// The length [`MAX_QUERY_BYTES`] limits: the non-empty parameters, each with one `&`
-/// but the last.
-fn parameters_len(raw: &str) -> usize {
+/// The length [`MAX_QUERY_BYTES`] limits: the non-empty parameters but `installed=`,
+/// each with one `&` but the last.
+pub(crate) fn parameters_len(raw: &str) -> usize {
     raw.split('&')
-        .filter(|part| !part.is_empty())
+        .filter(|part| !part.is_empty() && !is_installed(part))
         .map(|part| part.len() + 1)
         .sum::<usize>()
         .saturating_sub(1)
+}
+
+/// Whether a raw parameter is `installed=`, in any letter case, not percent-encoded.
+pub(crate) fn is_installed(part: &str) -> bool {
+    let name = part.split_once('=').map_or(part, |(name, _)| name);
+    name.eq_ignore_ascii_case(INSTALLED)
+}
+
+/// The canonical form of an `installed=` list (lowercase already): tags sorted, without
+/// duplicates, joined by `,`; empty elements skipped. `None` when it is longer than an
+/// `If-None-Match` may be, holds too many tags, or a tag is not an identifier.
+fn installed_list(value: &str) -> Option<String> {
+    if value.len() > MAX_IF_NONE_MATCH_BYTES {
+        return None;
+    }
+    let mut tags: Vec<&str> = value.split(',').filter(|tag| !tag.is_empty()).collect();
+    if tags.len() > MAX_ENTITY_TAGS || !tags.iter().all(|tag| is_ident(tag)) {
+        return None;
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    Some(tags.join(","))
 }
 
 fn lowercase_ident(bytes: &[u8]) -> String {

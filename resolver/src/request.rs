@@ -10,10 +10,17 @@ use crate::rule_set::{NoPackage, RuleSet};
 use crate::serve::Served;
 
 /// A device's request, parsed: its query and its If-None-Match.
+///
+/// A device lists what it has in `If-None-Match`, or in the query as `installed=` (the
+/// CDN's function moves it there, so that its cache key does not hang on a header that
+/// caches also use to revalidate). With `installed=`, the header is only a validator: it
+/// turns the answer into 304 when it names the response's ETag, as for any resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRequest {
     query: DeviceQuery,
     if_none_match: IfNoneMatch,
+    /// The header when the list came in the query.
+    validators: Option<IfNoneMatch>,
 }
 
 /// Why a device's request was refused: its query or its If-None-Match.
@@ -32,9 +39,19 @@ impl DeviceRequest {
         query: &str,
         if_none_match: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self, BadRequest> {
-        Ok(DeviceRequest {
-            query: DeviceQuery::parse(query)?,
-            if_none_match: IfNoneMatch::parse(if_none_match)?,
+        let query = DeviceQuery::parse(query)?;
+        let header = IfNoneMatch::parse(if_none_match)?;
+        Ok(match query.installed() {
+            Some(installed) => DeviceRequest {
+                if_none_match: IfNoneMatch::parse([installed.as_bytes()])?,
+                validators: Some(header),
+                query,
+            },
+            None => DeviceRequest {
+                query,
+                if_none_match: header,
+                validators: None,
+            },
         })
     }
 
@@ -42,6 +59,7 @@ impl DeviceRequest {
         &self.query
     }
 
+    /// What the device has: `installed=`, else its `If-None-Match`.
     pub fn if_none_match(&self) -> &IfNoneMatch {
         &self.if_none_match
     }
@@ -59,11 +77,11 @@ impl RuleSet {
             .iter()
             .map(|selected| self.serve(selected, &device))
             .collect();
-        Ok(PackagePlan::new(
-            &served,
-            request.if_none_match(),
-            request.query().payload(),
-        ))
+        let plan = PackagePlan::new(&served, request.if_none_match(), request.query().payload());
+        Ok(match &request.validators {
+            Some(validators) => plan.with_validators(validators),
+            None => plan,
+        })
     }
 }
 

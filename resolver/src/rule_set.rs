@@ -446,6 +446,22 @@ impl RuleSet {
             .map(|channel| &self.releases[channel.stable].rule)
     }
 
+    /// The enabled release whose binary has this SHA-256 (lowercase hex), and where it is
+    /// stored: what `/binaries/<sha256>` may send. Releases without a SHA-256 or a size
+    /// cannot be reached this way.
+    pub fn binary(&self, sha256: &str) -> Option<(&Rule, &ObjectLocation)> {
+        self.by_digest
+            .get(&crate::conditional::prefix(sha256.as_bytes()))?
+            .iter()
+            .map(|&index| &self.releases[index])
+            .find(|release| {
+                release.rule.enabled
+                    && release.rule.size.is_some()
+                    && release.rule.sha256.as_deref() == Some(sha256)
+            })
+            .map(|release| (&release.rule, &release.object))
+    }
+
     /// The rollouts in progress, in (app, channel) order: what the CDN's function needs
     /// to tell devices' cohorts from their keys.
     pub fn rollouts(&self) -> impl Iterator<Item = &RolloutState> {
@@ -592,6 +608,34 @@ mod tests {
     fn no_package(set: &RuleSet, raw: &str) -> bool {
         let query = DeviceQuery::parse(raw).expect("a valid query");
         set.resolve(&query) == Err(NoPackage)
+    }
+
+    #[test]
+    fn binary_is_found_by_sha256_among_enabled_releases_with_a_size() {
+        let sized = |app, version, sha: &str, enabled| Rule {
+            sha256: Some(sha.repeat(64)),
+            size: Some(10),
+            enabled,
+            ..rule(app, "prod", version, &["gamer"])
+        };
+        let unsized_rule = Rule {
+            sha256: Some("c".repeat(64)),
+            ..rule("scoreboard", "beta", "1.0.0", &["gamer"])
+        };
+        let set = build(vec![
+            sized("modemFW", "1.0", "a", true),
+            sized("videoStreamer", "1.0", "b", false),
+            unsized_rule,
+        ]);
+        let (found, object) = set.binary(&"a".repeat(64)).expect("an enabled release");
+        assert_eq!(
+            (found.app.as_str(), object.key.as_str()),
+            ("modemFW", "modemFW_1.0")
+        );
+        assert!(set.binary(&"b".repeat(64)).is_none(), "disabled");
+        assert!(set.binary(&"c".repeat(64)).is_none(), "no size");
+        assert!(set.binary(&"d".repeat(64)).is_none(), "unknown");
+        assert!(set.binary(&"A".repeat(64)).is_none(), "lowercase only");
     }
 
     #[test]

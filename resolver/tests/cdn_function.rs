@@ -1,7 +1,7 @@
 //! The CloudFront Function (`CacheKeyFunction` in cloudformation/fleetpack.yaml) against
-//! the resolver's canonical form (`canonical_query`, `canonical_if_none_match`) on the
-//! same generated inputs, compared exactly: tens of thousands of queries, rollout
-//! states and `If-None-Match` values made to hit the edges of what the origin accepts.
+//! the resolver's canonical form (`canonical_request`) on the same generated inputs,
+//! compared exactly: tens of thousands of queries, rollout states and `If-None-Match`
+//! values made to hit the edges of what the origin accepts.
 //! The generator is seeded, so a failure reproduces. The function runs in Node.js
 //! through tests/cache_key_function.mjs, taken from the template as deployed.
 
@@ -11,7 +11,7 @@ use std::process::Command;
 
 use fleetpack_resolver::{
     DeviceQuery, MAX_ENTITY_TAGS, MAX_IDENT_LEN, MAX_IF_NONE_MATCH_BYTES, MAX_PARAMETERS,
-    MAX_QUERY_BYTES, RolloutState, canonical_if_none_match, canonical_query, is_member,
+    MAX_QUERY_BYTES, RolloutState, canonical_request, is_member,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -78,6 +78,7 @@ const APPS: &[&str] = &[
     "os",
     "cpuarch",
     "devicekey",
+    "installed",
     "cohort",
     "payloadtype",
     "attrp",
@@ -130,8 +131,9 @@ struct Group {
     if_none_match: Vec<String>,
 }
 
-/// The function's rewrites of one group's inputs: `None` is "forwarded as sent", an
-/// empty `If-None-Match` is "header dropped".
+/// The function's rewrites of one group's inputs: a query, or `None` for "forwarded as
+/// sent"; the `installed=` list an `If-None-Match` moved into, or `None` for "the header
+/// stays as sent".
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Rewrites {
@@ -213,7 +215,7 @@ fn function_and_resolver_agree_on_generated_queries() {
     let mut keys = KeyOutcomes::default();
     for (group, rewrites) in groups.iter().zip(function_rewrites(&groups)) {
         for (raw, function) in group.queries.iter().zip(&rewrites.queries) {
-            let resolver = canonical_query(raw, &group.rollouts);
+            let resolver = canonical_request(raw, None, &group.rollouts).map(|moved| moved.query);
             if resolver != *function {
                 disagreements.push(disagreement(raw, &group.rollouts, &resolver, function));
             }
@@ -289,11 +291,21 @@ fn function_and_resolver_agree_on_generated_if_none_match() {
         .iter()
         .zip(&rewrites[0].if_none_match)
         .filter_map(|(value, function)| {
-            let resolver = canonical_if_none_match(value);
+            let resolver = moved_list(value);
             (resolver != *function).then(|| disagreement(value, &[], &resolver, function))
         })
         .collect();
     assert_no_disagreement("If-None-Match values", IF_NONE_MATCH_VALUES, &disagreements);
+}
+
+/// The `installed=` list the resolver moves `value` into, for the query the function
+/// evaluates headers with; `None` when the header stays.
+fn moved_list(value: &str) -> Option<String> {
+    let moved = canonical_request("cpuArch=armv8", Some(value), &[]).expect("an accepted query");
+    let query = DeviceQuery::parse(&moved.query).expect("accepted");
+    let list = query.installed().map(str::to_owned);
+    assert_eq!(list.is_some(), moved.drops_if_none_match, "{value:?}");
+    list
 }
 
 /// The function's cohorts against `is_member` itself, not the resolver's use of it: a
@@ -343,9 +355,12 @@ fn function_cohorts_are_the_rollout_memberships() {
             }
             cohorts.sort_unstable();
             let expected = if cohorts.is_empty() {
-                "attrgamer=prod&cpuarch=armv8".to_owned()
+                "attrgamer=prod&cpuarch=armv8&installed=".to_owned()
             } else {
-                format!("attrgamer=prod&cohort={}&cpuarch=armv8", cohorts.join("."))
+                format!(
+                    "attrgamer=prod&cohort={}&cpuarch=armv8&installed=",
+                    cohorts.join(".")
+                )
             };
             if function.as_ref() != Some(&expected) {
                 let expected = Some(expected);
@@ -632,7 +647,8 @@ fn parameter(choices: &mut Choices) -> String {
         56..71 => ("deviceKey".to_owned(), device_key_as_sent(choices)),
         71..81 => ("cohort".to_owned(), cohort(choices)),
         81..88 => return odd_parameter(choices),
-        88..98 => (choices.pick(APPS).to_owned(), channel(choices)),
+        88..95 => (choices.pick(APPS).to_owned(), channel(choices)),
+        95..98 => ("installed".to_owned(), installed_list(choices)),
         _ => (ident(choices), channel(choices)),
     };
     format!("{}={value}", choices.any_case(&name))
@@ -656,6 +672,32 @@ fn odd_parameter(choices: &mut Choices) -> String {
             channel(choices)
         ),
     }
+}
+
+/// An `installed=` list as a device might send it: digests in any case, repeated, with
+/// empty elements; now and then near the limits of tags, tag length and bytes, or with a
+/// character a query may not hold.
+fn installed_list(choices: &mut Choices) -> String {
+    let (count, len) = match choices.below(12) {
+        0 => (
+            choices.between(MAX_ENTITY_TAGS - 2, MAX_ENTITY_TAGS + 2),
+            16,
+        ),
+        1 => (choices.between(124, 128), MAX_IDENT_LEN),
+        2 => (1, MAX_IDENT_LEN + choices.below(2)),
+        _ => (choices.below(6), 32),
+    };
+    let mut tags: Vec<String> = Vec::new();
+    for _ in 0..count {
+        let tag = match choices.below(20) {
+            0 => String::new(),
+            1 if !tags.is_empty() => tags[choices.below(tags.len())].clone(),
+            2 => choices.pick(ODD_TEXT).to_owned(),
+            _ => choices.text(HEX, len),
+        };
+        tags.push(choices.any_case(&tag));
+    }
+    tags.join(",")
 }
 
 fn channel(choices: &mut Choices) -> String {

@@ -1,12 +1,13 @@
 //! Releases over time: `history`, `rollback`, `disable`, `enable`, `promote` and
-//! `rollout`, each printing what the channel serves before and after.
+//! `rollout`, each printing what the channel serves before and after, and saying
+//! whether what devices get changed (for the CDN's invalidation).
 
 use fleetpack_resolver::Rule;
 use fleetpack_store::releases::{self, Changed, Channel, ReleaseError, Signer};
 use fleetpack_store::{AnyStore, Store, rule_set};
 
-use crate::Outcome;
 use crate::preview::joined_or_dash;
+use crate::{Outcome, Ran};
 
 pub async fn history(
     store: &AnyStore,
@@ -86,7 +87,7 @@ pub async fn rollback(
     channel: &str,
     to: Option<&str>,
     signer: Option<&Signer>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
     report(
         app,
         channel,
@@ -100,13 +101,26 @@ pub async fn set_enabled(
     channel: &str,
     version: &str,
     enabled: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
+    // The flag of a release in the history changes answers even when the current
+    // release stays: the releases a device passes on its way (mandatory, required)
+    // are the enabled ones. Unknown counts as changed.
+    let was_enabled = store.load_rules().await.ok().and_then(|stored| {
+        Channel::of(&stored, app, channel)
+            .release(version)
+            .map(|release| release.enabled)
+    });
     let changed = releases::set_enabled(store, app, channel, version, enabled).await;
     if changed.is_ok() {
         let state = if enabled { "enabled" } else { "disabled" };
         println!("{app} {version} on {channel} {state}");
     }
-    report(app, channel, changed)
+    let ran = report(app, channel, changed)?;
+    Ok(Ran {
+        served_changed: ran.served_changed
+            || (ran.outcome == Outcome::Success && was_enabled != Some(enabled)),
+        ..ran
+    })
 }
 
 pub async fn promote(
@@ -117,7 +131,7 @@ pub async fn promote(
     version: Option<&str>,
     rollout: Option<u8>,
     signer: Option<&Signer>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
     report(
         app,
         to,
@@ -130,7 +144,7 @@ pub async fn rollout(
     app: &str,
     channel: &str,
     percent: u8,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
     report(
         app,
         channel,
@@ -138,18 +152,19 @@ pub async fn rollout(
     )
 }
 
-/// Prints what the channel serves after an action, or why it failed.
+/// Prints what the channel serves after an action, or why it failed. What devices get
+/// changed when the channel's current release did.
 pub fn report(
     app: &str,
     channel: &str,
     changed: Result<Changed, ReleaseError>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
     let changed = match changed {
         Ok(changed) => changed,
         Err(ReleaseError::Store(error)) => return Err(error.into()),
         Err(error) => {
             eprintln!("fleetpack-seed: {error}");
-            return Ok(Outcome::Failed);
+            return Ok(Ran::same(Outcome::Failed));
         }
     };
     let describe = |rule: &Option<Rule>| match rule {
@@ -183,5 +198,22 @@ pub fn report(
             describe(&changed.before)
         );
     }
-    Ok(Outcome::Success)
+    Ok(Ran {
+        outcome: Outcome::Success,
+        served_changed: serves_differently(&changed),
+    })
+}
+
+/// Whether the channel's current release changed in a way devices can see: not when
+/// only its revision (every write bumps it) or the requirement of signatures (which
+/// binds publishers) changed.
+pub fn serves_differently(changed: &Changed) -> bool {
+    let seen = |rule: &Option<Rule>| {
+        rule.clone().map(|rule| Rule {
+            revision: None,
+            signatures_required: false,
+            ..rule
+        })
+    };
+    seen(&changed.before) != seen(&changed.after)
 }

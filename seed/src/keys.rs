@@ -10,8 +10,8 @@ use fleetpack_store::AnyStore;
 use fleetpack_store::releases::{self, Signer};
 use fleetpack_store::signing::ReleaseKey;
 
-use crate::Outcome;
 use crate::channels;
+use crate::{Outcome, Ran};
 
 /// File names `keygen` writes in its directory.
 const PRIVATE_KEY_FILE: &str = "release.key";
@@ -67,18 +67,27 @@ fn write_new(path: &PathBuf, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
-pub async fn resign(store: &AnyStore, signer: &Signer) -> anyhow::Result<Outcome> {
+/// Signs again what every channel serves; each channel signed changes what devices get
+/// (the `envelope` in `package_details.json`).
+pub async fn resign(store: &AnyStore, signer: &Signer) -> anyhow::Result<Ran> {
     let mut outcome = Outcome::Success;
+    let mut served_changed = false;
     for (app, channel, result) in releases::resign(store, signer).await? {
         match result {
-            Ok(versions) => println!("signed {app} {} on {channel}", versions.join(" and ")),
+            Ok(versions) => {
+                served_changed = true;
+                println!("signed {app} {} on {channel}", versions.join(" and "));
+            }
             Err(error) => {
                 eprintln!("fleetpack-seed: cannot sign {app} on {channel}: {error}");
                 outcome = Outcome::Failed;
             }
         }
     }
-    Ok(outcome)
+    Ok(Ran {
+        outcome,
+        served_changed,
+    })
 }
 
 pub async fn require_signatures(
@@ -86,7 +95,7 @@ pub async fn require_signatures(
     app: &str,
     channel: &str,
     required: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
     let changed = releases::require_signatures(store, app, channel, required).await;
     if changed.is_ok() {
         let state = if required {
@@ -96,5 +105,11 @@ pub async fn require_signatures(
         };
         println!("{app} on {channel} {state} signed releases");
     }
-    channels::report(app, channel, changed)
+    // The requirement binds publishers, not devices: it is in no answer (neither
+    // `package_details.json` nor the ETag), so the CDN's packages stay valid.
+    let ran = channels::report(app, channel, changed)?;
+    Ok(Ran {
+        served_changed: false,
+        ..ran
+    })
 }

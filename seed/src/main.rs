@@ -4,6 +4,7 @@
 //! origin.
 
 mod channels;
+mod invalidate;
 mod keys;
 mod preview;
 mod publishing;
@@ -14,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use fleetpack_store::demo::DEFAULT_DEMO_SIZE;
-use fleetpack_store::{Created, Initialized, StoreOptions, init_logging};
+use fleetpack_store::{AnyStore, Created, Initialized, StoreOptions, StoreTimeouts, init_logging};
+
+use crate::invalidate::{Distribution, PACKAGE_PATHS};
 
 const EXIT_STATUS: &str = "Exit status: 0 when everything worked, 1 when something failed \
     (the rest still ran; a conflict with another operator says to run again), 2 for bad \
@@ -36,13 +39,34 @@ const EXIT_STATUS: &str = "Exit status: 0 when everything worked, 1 when somethi
         fleetpack-seed rollback --app os_armv8 --channel prod\n  \
         fleetpack-seed promote --app modemFW --from beta --to prod\n  \
         fleetpack-seed list\n  \
-        fleetpack-seed resolve 'cpuArch=armv8&attrGamer=prod' --device-key 3f9c2a\n\n\
+        fleetpack-seed resolve 'cpuArch=armv8&attrGamer=prod' --device-key 3f9c2a\n  \
+        fleetpack-seed --store aws --table ota-rules --bucket ota-binaries --distribution-id E2QWRUHAPOMQZL publish ...\n\n\
         Exit status: 0 when everything worked, 1 when something failed (the rest still ran), \
         2 for bad arguments or a bad query."
 )]
 struct Cli {
     #[command(flatten)]
     store: StoreOptions,
+
+    /// The CloudFront distribution in front of the origin (the stack's DistributionId
+    /// output). Every command that changes what devices get (publish, demo, segments,
+    /// rollback, disable, enable, promote, rollout, resign) then creates one invalidation
+    /// of `/package*` after the change; a change that fails to invalidate exits 1 and
+    /// says how to invalidate by hand.
+    #[arg(long, env = "FLEETPACK_DISTRIBUTION_ID", value_name = "ID")]
+    distribution_id: Option<String>,
+
+    /// How long a change waits before its invalidation, so that every origin task has
+    /// loaded it when CloudFront asks again (an origin still on the old rules would
+    /// give CloudFront the old packages to keep): the origins' rules refresh interval
+    /// (the template's RulesRefresh, 30s) plus the time a refresh takes.
+    #[arg(
+        long,
+        env = "FLEETPACK_INVALIDATION_DELAY",
+        value_name = "DURATION",
+        default_value = "40s"
+    )]
+    invalidation_delay: humantime::Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -292,6 +316,14 @@ enum Command {
         #[command(flatten)]
         trust: Trust,
     },
+    /// Create one CloudFront invalidation of `/package*` on --distribution-id now.
+    ///
+    /// Commands that change what devices get invalidate by themselves; run this when
+    /// their invalidation failed (their message says so), or after changing the store
+    /// by other means, once the origins have loaded the change (RulesRefresh).
+    #[command(after_help = format!("Examples:\n  \
+        fleetpack-seed --distribution-id E2QWRUHAPOMQZL invalidate\n\n{EXIT_STATUS}"))]
+    Invalidate,
     /// Print the state of the rollouts in progress for the CDN's cache key function:
     /// the value of the template's `RolloutState` parameter.
     ///
@@ -322,12 +354,32 @@ enum Command {
 }
 
 /// Outcome of a command that ran to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Success,
     /// Something failed; the reasons were printed.
     Failed,
     /// The input (query or header) was refused.
     BadInput,
+}
+
+/// What a command that may write the store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ran {
+    outcome: Outcome,
+    /// Devices may now get other answers than before (other bytes, headers or
+    /// ETags): packages the CDN keeps are stale.
+    served_changed: bool,
+}
+
+impl Ran {
+    /// Nothing a device gets changed.
+    fn same(outcome: Outcome) -> Self {
+        Ran {
+            outcome,
+            served_changed: false,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -363,6 +415,31 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         _ => {}
     }
+    let distribution = match &cli.distribution_id {
+        None => None,
+        Some(id) => {
+            let timeouts = StoreTimeouts {
+                connect: *cli.store.store_connect_timeout,
+                call: *cli.store.store_timeout,
+            };
+            match Distribution::connect(id, timeouts).await {
+                Ok(distribution) => Some(distribution),
+                Err(error) => {
+                    eprintln!("fleetpack-seed: {error}");
+                    return Ok(Outcome::BadInput);
+                }
+            }
+        }
+    };
+    if let Command::Invalidate = cli.command {
+        let Some(distribution) = &distribution else {
+            eprintln!(
+                "fleetpack-seed: invalidate needs --distribution-id (or FLEETPACK_DISTRIBUTION_ID): the CloudFront distribution in front of the origin"
+            );
+            return Ok(Outcome::BadInput);
+        };
+        return Ok(invalidate(distribution, None).await);
+    }
     let choice = match cli.store.check() {
         Ok(choice) => choice,
         Err(error) => {
@@ -371,6 +448,50 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
     };
     let store = choice.open().await?;
+    let delay = *cli.invalidation_delay;
+    let ran = run_on_store(cli, &store).await?;
+    match &distribution {
+        Some(distribution) if ran.served_changed => {
+            if !delay.is_zero() {
+                println!(
+                    "waiting {} for the origin tasks to load the change (--invalidation-delay), then invalidating {PACKAGE_PATHS}",
+                    humantime::format_duration(delay)
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Ok(invalidate(distribution, Some(ran.outcome)).await)
+        }
+        _ => Ok(ran.outcome),
+    }
+}
+
+/// Creates the invalidation of the packages: on its own (`invalidate`), or after a
+/// command that changed what devices get ended with `after_change`. A change stays when
+/// its invalidation fails; the message says how to invalidate by hand.
+async fn invalidate(distribution: &Distribution, after_change: Option<Outcome>) -> Outcome {
+    match distribution.invalidate_packages().await {
+        Ok(id) => {
+            println!(
+                "invalidation {id} of {PACKAGE_PATHS} created on CloudFront distribution {}: cached packages are dropped within minutes",
+                distribution.id()
+            );
+            after_change.unwrap_or(Outcome::Success)
+        }
+        Err(error) => {
+            if after_change.is_some() {
+                eprintln!(
+                    "fleetpack-seed: the store change is kept, but CloudFront may serve the previous packages until they expire: {error}"
+                );
+            } else {
+                eprintln!("fleetpack-seed: {error}");
+            }
+            Outcome::Failed
+        }
+    }
+}
+
+/// Runs a command on the store; says whether it changed what devices get.
+async fn run_on_store(cli: Cli, store: &AnyStore) -> anyhow::Result<Ran> {
     match cli.command {
         Command::Init => {
             match store.init().await? {
@@ -390,9 +511,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     println!("bucket {bucket_name}: {}", said(bucket));
                 }
             }
-            Ok(Outcome::Success)
+            Ok(Ran::same(Outcome::Success))
         }
-        Command::Demo { size } => publishing::demo(&store, size).await,
+        Command::Demo { size } => publishing::demo(store, size).await,
         Command::Publish {
             file,
             slot,
@@ -417,18 +538,18 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 enabled: !disabled,
                 rollout,
             };
-            publishing::publish(&store, &release, &file, signer.as_ref()).await
+            publishing::publish(store, &release, &file, signer.as_ref()).await
         }
-        Command::Segments => publishing::segments(&store).await,
-        Command::List { json } => preview::list(&store, json).await,
-        Command::CdnState => preview::cdn_state(&store).await,
-        Command::History { slot, json } => {
-            channels::history(&store, &slot.app, &slot.channel, json).await
-        }
+        Command::Segments => publishing::segments(store).await,
+        Command::List { json } => preview::list(store, json).await.map(Ran::same),
+        Command::CdnState => preview::cdn_state(store).await.map(Ran::same),
+        Command::History { slot, json } => channels::history(store, &slot.app, &slot.channel, json)
+            .await
+            .map(Ran::same),
         Command::Rollback { slot, to, signing } => {
             let signer = keys::signer(signing.signing_key.as_deref(), signing.expires_in)?;
             channels::rollback(
-                &store,
+                store,
                 &slot.app,
                 &slot.channel,
                 to.as_deref(),
@@ -437,10 +558,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             .await
         }
         Command::Disable { slot, version } => {
-            channels::set_enabled(&store, &slot.app, &slot.channel, &version, false).await
+            channels::set_enabled(store, &slot.app, &slot.channel, &version, false).await
         }
         Command::Enable { slot, version } => {
-            channels::set_enabled(&store, &slot.app, &slot.channel, &version, true).await
+            channels::set_enabled(store, &slot.app, &slot.channel, &version, true).await
         }
         Command::Promote {
             app,
@@ -452,7 +573,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         } => {
             let signer = keys::signer(signing.signing_key.as_deref(), signing.expires_in)?;
             channels::promote(
-                &store,
+                store,
                 &app,
                 &from,
                 &to,
@@ -467,29 +588,31 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             expires_in,
         } => {
             let signer = keys::signer(Some(&signing_key), expires_in)?;
-            keys::resign(&store, signer.as_ref().expect("a key was given")).await
+            keys::resign(store, signer.as_ref().expect("a key was given")).await
         }
         Command::RequireSignatures { slot, off } => {
-            keys::require_signatures(&store, &slot.app, &slot.channel, !off).await
+            keys::require_signatures(store, &slot.app, &slot.channel, !off).await
         }
-        Command::Keygen { .. } | Command::Verify { .. } | Command::VerifyMetadata { .. } => {
+        Command::Keygen { .. }
+        | Command::Verify { .. }
+        | Command::VerifyMetadata { .. }
+        | Command::Invalidate => {
             unreachable!("answered above, without a store")
         }
         Command::Rollout { slot, percent } => {
-            channels::rollout(&store, &slot.app, &slot.channel, percent).await
+            channels::rollout(store, &slot.app, &slot.channel, percent).await
         }
         Command::Resolve {
             query,
             if_none_match,
             device_key,
-        } => {
-            preview::resolve(
-                &store,
-                &query,
-                if_none_match.as_deref(),
-                device_key.as_deref(),
-            )
-            .await
-        }
+        } => preview::resolve(
+            store,
+            &query,
+            if_none_match.as_deref(),
+            device_key.as_deref(),
+        )
+        .await
+        .map(Ran::same),
     }
 }

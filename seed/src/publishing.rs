@@ -9,14 +9,15 @@ use fleetpack_store::publish::{Published, Release, build_segments, publish as pu
 use fleetpack_store::releases::Signer;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::Outcome;
+use crate::channels::serves_differently;
+use crate::{Outcome, Ran};
 
 pub async fn publish(
     store: &AnyStore,
     release: &Release,
     file: &Path,
     signer: Option<&Signer>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Ran> {
     let size = std::fs::metadata(file).map_or(0, |meta| meta.len());
     // Drawn only on a terminal: indicatif hides itself otherwise.
     let bar = ProgressBar::new(size).with_style(
@@ -31,14 +32,23 @@ pub async fn publish(
     bar.finish_and_clear();
     let published = published.with_context(|| format!("cannot publish `{}`", file.display()))?;
     report(&published);
-    Ok(Outcome::Success)
+    Ok(Ran {
+        outcome: Outcome::Success,
+        served_changed: serves_differently(&published.changed),
+    })
 }
 
-pub async fn demo(store: &AnyStore, size: u64) -> anyhow::Result<Outcome> {
+/// Publishes the demo fleet; what devices get changed when one release changed what its
+/// channel serves (not when the fleet was there already).
+pub async fn demo(store: &AnyStore, size: u64) -> anyhow::Result<Ran> {
     let mut outcome = Outcome::Success;
+    let mut served_changed = false;
     for (demo, result) in publish_demo(store, size).await? {
         match result {
-            Ok(published) => report(&published),
+            Ok(published) => {
+                served_changed |= serves_differently(&published.changed);
+                report(&published);
+            }
             Err(error) => {
                 eprintln!(
                     "fleetpack-seed: cannot publish {} {} on {}: {:#}",
@@ -51,7 +61,10 @@ pub async fn demo(store: &AnyStore, size: u64) -> anyhow::Result<Outcome> {
             }
         }
     }
-    Ok(outcome)
+    Ok(Ran {
+        outcome,
+        served_changed,
+    })
 }
 
 fn report(published: &Published) {
@@ -88,7 +101,10 @@ fn report(published: &Published) {
     );
 }
 
-pub async fn segments(store: &AnyStore) -> anyhow::Result<Outcome> {
+/// Builds missing segments. A segment built changes what devices get: a rule that
+/// lacked `size` has it in `package_details.json` now, and packages get an exact
+/// `Content-Length` and byte ranges.
+pub async fn segments(store: &AnyStore) -> anyhow::Result<Ran> {
     let done = build_segments(store).await?;
     let mut outcome = Outcome::Success;
     let mut built = 0;
@@ -114,5 +130,8 @@ pub async fn segments(store: &AnyStore) -> anyhow::Result<Outcome> {
         }
     }
     println!("{built} segments built, {} already current", done.current);
-    Ok(outcome)
+    Ok(Ran {
+        outcome,
+        served_changed: built > 0,
+    })
 }

@@ -48,9 +48,11 @@ pub enum ArchiveError {
         expected: u64,
         actual: u64,
     },
-    #[error("object `{key}` has MD5 {actual}, but its rule says {expected}")]
+    #[error("object `{key}` has {digest} {actual}, but its rule says {expected}")]
     DigestMismatch {
         key: String,
+        /// Which digest: MD5 or SHA-256.
+        digest: &'static str,
         expected: String,
         actual: String,
     },
@@ -319,6 +321,7 @@ async fn copy_checked<W: AsyncWrite + Unpin>(
         if actual != *expected {
             return Err(ArchiveError::DigestMismatch {
                 key: binary.key.clone(),
+                digest: "MD5",
                 expected: expected.clone(),
                 actual,
             });

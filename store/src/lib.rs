@@ -10,6 +10,7 @@
 
 pub mod archive;
 mod aws;
+pub mod binary;
 pub mod demo;
 mod digest;
 mod local;

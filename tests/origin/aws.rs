@@ -343,6 +343,349 @@ async fn seed_on_aws_creates_publishes_refuses_and_resolves() {
     assert_eq!(served.json()["modemFW"]["latestVersion"], json!("1.1"));
 }
 
+async fn cloudfront_client() -> aws_sdk_cloudfront::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_cloudfront::Client::new(&config)
+}
+
+/// A distribution on the emulator, for `--distribution-id`; returns its id.
+async fn create_distribution(cloudfront: &aws_sdk_cloudfront::Client) -> String {
+    use aws_sdk_cloudfront::types::{
+        CustomOriginConfig, DefaultCacheBehavior, DistributionConfig, Origin as CdnOrigin,
+        OriginProtocolPolicy, Origins, ViewerProtocolPolicy,
+    };
+    let origin = CdnOrigin::builder()
+        .id("origin")
+        .domain_name("origin.example.com")
+        .custom_origin_config(
+            CustomOriginConfig::builder()
+                .http_port(80)
+                .https_port(443)
+                .origin_protocol_policy(OriginProtocolPolicy::HttpOnly)
+                .build()
+                .expect("origin config"),
+        )
+        .build()
+        .expect("origin");
+    let config = DistributionConfig::builder()
+        .caller_reference(aws_names().0)
+        .comment("fleetpack test")
+        .enabled(true)
+        .origins(
+            Origins::builder()
+                .quantity(1)
+                .items(origin)
+                .build()
+                .expect("origins"),
+        )
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("origin")
+                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+                .build()
+                .expect("behaviour"),
+        )
+        .build()
+        .expect("distribution config");
+    let created = cloudfront
+        .create_distribution()
+        .distribution_config(config)
+        .send()
+        .await
+        .expect("create a distribution");
+    created
+        .distribution()
+        .expect("a distribution")
+        .id()
+        .to_owned()
+}
+
+/// The paths of each invalidation of the distribution.
+async fn invalidations(cloudfront: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<String>> {
+    let listed = cloudfront
+        .list_invalidations()
+        .distribution_id(id)
+        .send()
+        .await
+        .expect("list invalidations");
+    let mut paths = Vec::new();
+    for summary in listed
+        .invalidation_list()
+        .map(|list| list.items())
+        .unwrap_or_default()
+    {
+        let invalidation = cloudfront
+            .get_invalidation()
+            .distribution_id(id)
+            .id(summary.id())
+            .send()
+            .await
+            .expect("get invalidation");
+        paths.push(
+            invalidation
+                .invalidation()
+                .and_then(|invalidation| invalidation.invalidation_batch())
+                .and_then(|batch| batch.paths())
+                .map(|paths| paths.items().to_vec())
+                .unwrap_or_default(),
+        );
+    }
+    paths
+}
+
+/// A store behind a distribution on the emulator.
+#[derive(Debug, Clone, Copy)]
+struct Cdn<'a> {
+    table: &'a str,
+    bucket: &'a str,
+    id: &'a str,
+    cloudfront: &'a aws_sdk_cloudfront::Client,
+}
+
+impl Cdn<'_> {
+    /// Runs fleetpack-seed with --distribution-id and no --invalidation-delay,
+    /// expecting exit `status`; returns how many invalidations it made.
+    async fn seed(&self, args: &[&str], status: i32) -> usize {
+        self.seed_with(&["--invalidation-delay", "0s"], args, status)
+            .await
+    }
+
+    /// Like [`Cdn::seed`], with `options` before the command.
+    async fn seed_with(&self, options: &[&str], args: &[&str], status: i32) -> usize {
+        let before = invalidations(self.cloudfront, self.id).await.len();
+        let output = seed(
+            self.table,
+            self.bucket,
+            &[&["--distribution-id", self.id][..], options, args].concat(),
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(status),
+            "{args:?}: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        let after = invalidations(self.cloudfront, self.id).await;
+        assert!(
+            after.iter().all(|paths| paths == &["/package*"]),
+            "every invalidation names /package* alone: {after:?}"
+        );
+        let added = after.len() - before;
+        let said = text(&output.stdout).contains(&format!(
+            "of /package* created on CloudFront distribution {}",
+            self.id
+        ));
+        assert_eq!(said, added == 1, "{args:?}: {}", text(&output.stdout));
+        added
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_invalidates_the_packages_once_per_change_and_never_for_no_change() {
+    let (table, bucket) = aws_names();
+    aws_store(&table, &bucket).await;
+    let cloudfront = cloudfront_client().await;
+    let id = create_distribution(&cloudfront).await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let (first, second) = (scratch.path().join("1.0"), scratch.path().join("1.1"));
+    std::fs::write(&first, b"firmware 1.0").expect("write");
+    std::fs::write(&second, b"firmware 1.1").expect("write");
+    let (first, second) = (
+        first.to_str().expect("UTF-8 path"),
+        second.to_str().expect("UTF-8 path"),
+    );
+    let slot = ["--app", "modemFW", "--channel", "prod"];
+    let cdn = Cdn {
+        table: &table,
+        bucket: &bucket,
+        id: &id,
+        cloudfront: &cloudfront,
+    };
+
+    let publish = |file, version| {
+        [
+            &["publish", file][..],
+            &slot[..],
+            &["--version", version][..],
+        ]
+        .concat()
+    };
+    assert_eq!(
+        cdn.seed(&publish(first, "1.0"), 0).await,
+        1,
+        "a new release"
+    );
+    assert_eq!(invalidations(&cloudfront, &id).await, [["/package*"]]);
+    assert_eq!(
+        cdn.seed(&publish(first, "1.0"), 0).await,
+        0,
+        "the same release again"
+    );
+    assert_eq!(
+        cdn.seed(&publish(second, "1.1"), 0).await,
+        1,
+        "a newer release"
+    );
+    // The invalidation waits for the origins to load the change.
+    let rollback = [&["rollback"][..], &slot[..]].concat();
+    let started = std::time::Instant::now();
+    let delay = ["--invalidation-delay", "2s"];
+    assert_eq!(cdn.seed_with(&delay, &rollback, 0).await, 1, "a rollback");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Nothing a device gets changes: no invalidation.
+    let enable = |version| [&["enable"][..], &slot[..], &["--version", version][..]].concat();
+    assert_eq!(
+        cdn.seed(&enable("1.0"), 0).await,
+        0,
+        "enabling the enabled current release"
+    );
+    let require = [&["require-signatures"][..], &slot[..]].concat();
+    assert_eq!(cdn.seed(&require, 0).await, 0, "a rule for publishers");
+    let unrequire = [&["require-signatures"][..], &slot[..], &["--off"][..]].concat();
+    assert_eq!(cdn.seed(&unrequire, 0).await, 0, "a rule for publishers");
+    for readonly in [vec!["list"], vec!["cdn-state"], vec!["segments"]] {
+        assert_eq!(cdn.seed(&readonly, 0).await, 0, "nothing to change");
+    }
+    // A release in the history that is not served still changes answers (the releases
+    // a device passes on its way are the enabled ones).
+    let disable = [&["disable"][..], &slot[..], &["--version", "1.1"][..]].concat();
+    assert_eq!(
+        cdn.seed(&disable, 0).await,
+        1,
+        "disabling a release in the history"
+    );
+    assert_eq!(cdn.seed(&enable("1.1"), 0).await, 1, "enabling it again");
+    // A command that fails changes nothing.
+    let missing = [&["rollout"][..], &slot[..], &["--percent", "50"][..]].concat();
+    assert_eq!(cdn.seed(&missing, 1).await, 0, "no rollout to change");
+    assert_eq!(invalidations(&cloudfront, &id).await.len(), 5);
+
+    // A distribution that does not exist: the release is published, and the operator is
+    // told so and how to invalidate by hand.
+    std::fs::write(scratch.path().join("1.2"), b"firmware 1.2").expect("write");
+    let third = scratch.path().join("1.2");
+    let absent = seed(
+        &table,
+        &bucket,
+        &[
+            &[
+                "--distribution-id",
+                "E0000000000000",
+                "--invalidation-delay",
+                "0s",
+            ][..],
+            &["publish"],
+            &[third.to_str().expect("UTF-8 path")],
+            &slot[..],
+            &["--version", "1.2"],
+        ]
+        .concat(),
+    );
+    assert_eq!(absent.status.code(), Some(1), "{}", text(&absent.stderr));
+    let said = text(&absent.stderr);
+    for part in [
+        "the store change is kept",
+        "distribution `E0000000000000`",
+        "NoSuchDistribution",
+        "aws cloudfront create-invalidation --distribution-id E0000000000000 --paths '/package*'",
+        "fleetpack-seed --distribution-id E0000000000000 invalidate",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    assert!(
+        text(&absent.stdout).contains("published modemFW 1.2 on prod"),
+        "{}",
+        text(&absent.stdout)
+    );
+    let listed = seed(&table, &bucket, &["list"]);
+    let modem: Vec<&str> = text(&listed.stdout)
+        .lines()
+        .filter(|line| line.starts_with("modemFW"))
+        .collect();
+    assert!(
+        modem.len() == 1 && modem[0].contains(" 1.2 ") && modem[0].ends_with("served"),
+        "{modem:?}"
+    );
+    assert_eq!(invalidations(&cloudfront, &id).await.len(), 5);
+
+    // `invalidate` does by hand what a failed invalidation left undone.
+    assert_eq!(cdn.seed(&["invalidate"], 0).await, 1, "invalidate");
+    // An id that cannot be one is refused before anything changes.
+    let malformed = seed(
+        &table,
+        &bucket,
+        &[
+            &["--distribution-id", "E1/../x", "publish"][..],
+            &[second],
+            &["--app", "modemFW", "--channel", "beta", "--version", "1.1"],
+        ]
+        .concat(),
+    );
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(
+        text(&malformed.stderr).contains("distribution id `E1/../x` is not valid"),
+        "{}",
+        text(&malformed.stderr)
+    );
+    let history = seed(
+        &table,
+        &bucket,
+        &["history", "--app", "modemFW", "--channel", "beta"],
+    );
+    assert_eq!(history.status.code(), Some(1), "beta was never published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_gets_no_answer_fails_within_the_store_timeout() {
+    let (table, bucket) = aws_names();
+    aws_store(&table, &bucket).await;
+    let id = create_distribution(&cloudfront_client().await).await;
+    let relay = Relay::start().await;
+    relay.hang(true);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let file = scratch.path().join("os.img");
+    std::fs::write(&file, b"os image").expect("write");
+    let started = std::time::Instant::now();
+    let output = {
+        let (table, bucket, url) = (table.clone(), bucket.clone(), relay.url.clone());
+        tokio::task::spawn_blocking(move || {
+            command("fleetpack-seed")
+                // CloudFront alone goes through the relay; the store answers.
+                .env("AWS_ENDPOINT_URL_CLOUDFRONT", url)
+                .args(["--store", "aws", "--table", &table, "--bucket", &bucket])
+                .args(["--store-connect-timeout", "1s", "--store-timeout", "2s"])
+                .args([
+                    "--distribution-id",
+                    &id,
+                    "--invalidation-delay",
+                    "0s",
+                    "publish",
+                ])
+                .arg(&file)
+                .args(["--app", "os_armv8", "--channel", "prod", "--version", "1.0"])
+                .output()
+                .expect("run fleetpack-seed")
+        })
+        .await
+        .expect("seed ran")
+    };
+    let waited = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        text(&output.stderr).contains("timed out") && text(&output.stderr).contains("after 2s"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("published os_armv8 1.0 on prod"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_binaries_are_uploaded_in_parts() {
     let (table, bucket) = aws_names();

@@ -805,10 +805,31 @@ pub fn expected_details(apps: &[(&str, &str)], known: &[&str]) -> Value {
             "md5": binary.md5,
             "sha256": binary.sha256,
             "size": DEMO_SIZE,
+            "downloadUrl": format!("/binaries/{}", binary.sha256),
         });
         (app.to_owned(), detail)
     });
     Value::Object(entries.collect())
+}
+
+/// The `package_details.json` a package holds, from the metadata-only answer to the
+/// same request: the same text without the `downloadUrl` lines, which only metadata
+/// answers carry (each the last field of its entry).
+pub fn package_details_of(metadata: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(metadata).expect("UTF-8 JSON");
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with("\"downloadUrl\": ") {
+            let previous = lines.pop().expect("a field before downloadUrl");
+            let (field, end) = previous.split_at(previous.len() - 1);
+            assert_eq!(end, "\n");
+            lines.push(field.strip_suffix(',').expect("a comma before downloadUrl"));
+            lines.push("\n");
+        } else {
+            lines.push(line);
+        }
+    }
+    lines.concat().into_bytes()
 }
 
 /// The keys of a JSON object in the order the text has them (serde_json's map sorts them).

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::decode::{Member, decode_both};
-use crate::harness::{Origin, TestStore, eventually, expected_details, object_keys, object_url};
+use crate::harness::{
+    Origin, TestStore, eventually, expected_details, object_keys, object_url, package_details_of,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_ok_and_readyz_reports_nine_rules() {
@@ -122,6 +124,7 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh_and_ends_reuse
         "sha256": hex::encode(Sha256::digest(&bytes)),
         "size": bytes.len(),
         "mandatory": true,
+        "downloadUrl": format!("/binaries/{}", hex::encode(Sha256::digest(&bytes))),
     });
     assert_eq!(after.json(), expected);
     assert_ne!(after.etag(), before.etag());
@@ -142,7 +145,7 @@ async fn rule_published_while_serving_is_picked_up_by_the_refresh_and_ends_reuse
     );
     assert_eq!(
         members[0],
-        Member::expected("package_details.json", &after.body)
+        Member::expected("package_details.json", &package_details_of(&after.body))
     );
     assert_eq!(members[3], Member::expected("Thermostat_3.1.0", &bytes));
 }

@@ -3,9 +3,14 @@
 //! `fleetpack-seed` binaries (run `cargo build --workspace --bins` first).
 
 mod aws;
+mod binaries;
 mod cdn;
 #[path = "../cdn/nginx.rs"]
 mod cdn_nginx;
+#[path = "../cdn/tap.rs"]
+mod cdn_tap;
+#[path = "../cdn/varnish.rs"]
+mod cdn_varnish;
 mod conditional;
 mod decode;
 mod determinism;

@@ -4,6 +4,7 @@
 use crate::decode::{Member, decode_both};
 use crate::harness::{
     CACHE_CONTROL_OK, Origin, Response, SAMPLE_QUERIES, demo_binary, expected_details, object_keys,
+    package_details_of,
 };
 use http::StatusCode;
 
@@ -74,7 +75,10 @@ async fn sample_queries_full_payload_is_a_tar_gz_of_details_then_binaries() {
         assert_eq!(package.header("cache-control"), CACHE_CONTROL_OK);
         assert_ne!(package.etag(), metadata.etag(), "{query}");
 
-        let mut expected = vec![Member::expected("package_details.json", &metadata.body)];
+        let mut expected = vec![Member::expected(
+            "package_details.json",
+            &package_details_of(&metadata.body),
+        )];
         for &(app, channel) in &apps {
             let binary = demo_binary(app, channel);
             let name = format!("{app}_{}", binary.release.version);

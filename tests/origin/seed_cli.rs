@@ -7,7 +7,7 @@ use fleetpack_store::LocalStore;
 use fleetpack_store::demo::DEMO_FLEET;
 use tempfile::TempDir;
 
-use crate::harness::{DEMO_SIZE, Origin, TestStore, command, demo_binary};
+use crate::harness::{DEMO_SIZE, Origin, TestStore, command, demo_binary, package_details_of};
 
 fn seed(dir: &Path, args: &[&str]) -> Output {
     command("fleetpack-seed")
@@ -159,7 +159,7 @@ async fn seed_resolve_prints_what_the_origin_serves() {
             "200 OK (fullPayload), ETag {}\n\
              binaries sent: os_armv8_1.1.0, scoreboard_1.0.0, videoStreamer_0.0.1\n{}",
             package.etag(),
-            metadata.text()
+            String::from_utf8(package_details_of(&metadata.body)).expect("UTF-8")
         )
     );
 }
@@ -273,4 +273,43 @@ fn seed_segments_builds_only_what_is_missing() {
     {
         assert_eq!(after["segment"], before["segment"], "{}", after["app"]);
     }
+}
+
+#[test]
+fn seed_refuses_a_malformed_distribution_id_before_it_changes_anything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flag = seed(dir.path(), &["--distribution-id", "E1 2", "demo"]);
+    assert_eq!(flag.status.code(), Some(2), "{}", stderr(&flag));
+    assert!(
+        stderr(&flag).contains("distribution id `E1 2` is not valid"),
+        "{}",
+        stderr(&flag)
+    );
+    let env = command("fleetpack-seed")
+        .env("FLEETPACK_DISTRIBUTION_ID", "d-1")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("demo")
+        .output()
+        .expect("run fleetpack-seed");
+    assert_eq!(env.status.code(), Some(2), "{}", stderr(&env));
+    assert!(
+        stderr(&env).contains("distribution id `d-1` is not valid"),
+        "{}",
+        stderr(&env)
+    );
+    let list = seed(dir.path(), &["list"]);
+    assert_eq!(stdout(&list).lines().count(), 1, "{}", stdout(&list));
+
+    let unnamed = command("fleetpack-seed")
+        .env_remove("FLEETPACK_DISTRIBUTION_ID")
+        .arg("invalidate")
+        .output()
+        .expect("run fleetpack-seed");
+    assert_eq!(unnamed.status.code(), Some(2));
+    assert!(
+        stderr(&unnamed).contains("invalidate needs --distribution-id"),
+        "{}",
+        stderr(&unnamed)
+    );
 }

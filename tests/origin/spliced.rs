@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::decode::{Member, decode_all, flate2_one_member, gnu_tar, read_tar, zlib_one_member};
 use crate::harness::{
     FULL_SAMPLE, Origin, Response, SAMPLE_QUERIES, TestStore, demo_binary, eventually, object_keys,
-    request,
+    package_details_of, request,
 };
 use crate::segments::find;
 
@@ -152,7 +152,10 @@ async fn expected_members(origin: &Origin, query: &str, headers: &[(&str, &str)]
         .await;
     assert_eq!(metadata.status, StatusCode::OK, "{query}");
     let details = metadata.json();
-    let mut members = vec![Member::expected("package_details.json", &metadata.body)];
+    let mut members = vec![Member::expected(
+        "package_details.json",
+        &package_details_of(&metadata.body),
+    )];
     for app in object_keys(&metadata.body) {
         if details[&app]["status_code"] == 304 {
             continue;

@@ -115,6 +115,17 @@ pub struct StoreTimeouts {
     pub call: Duration,
 }
 
+impl StoreTimeouts {
+    /// The AWS SDK's timeouts for calls bounded by these: a connection within
+    /// `connect`, a whole call (its retries included) within `call`.
+    pub fn sdk_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_timeout(self.call)
+            .build()
+    }
+}
+
 impl Default for StoreTimeouts {
     fn default() -> Self {
         StoreTimeouts {
@@ -145,15 +156,7 @@ impl AwsStore {
     ) -> Self {
         // A store that accepts connections but never answers must fail requests within
         // the bound, not hold them (and their connection slots) for minutes.
-        let config = loader
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(timeouts.connect)
-                    .operation_timeout(timeouts.call)
-                    .build(),
-            )
-            .load()
-            .await;
+        let config = loader.timeout_config(timeouts.sdk_config()).load().await;
         // S3-compatible servers on a custom endpoint rarely resolve bucket subdomains.
         let path_style = config.endpoint_url().is_some();
         let s3 = aws_sdk_s3::config::Builder::from(&config)
