@@ -40,7 +40,7 @@ pub use format::{
 };
 pub use ident::{MAX_IDENT_LEN, is_ident};
 pub use location::{BadUrl, ObjectLocation, is_bucket_name};
-pub use plan::{BINARIES_PREFIX, EntryStatus, PackagePlan, PlanEntry, binary_path};
+pub use plan::{BINARIES_PREFIX, EntryStatus, PackagePlan, PlanEntry};
 pub use query::{
     DeviceQuery, INSTALLED, MAX_PARAMETERS, MAX_QUERY_BYTES, PayloadType, QueryError, Selector,
 };

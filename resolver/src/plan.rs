@@ -238,7 +238,16 @@ fn render_details(entries: &[PlanEntry], payload: PayloadType) -> Vec<u8> {
         #[serde(skip_serializing_if = "Option::is_none")]
         envelope: Option<&'a RawValue>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        download_url: Option<String>,
+        download_url: Option<DownloadUrl<'a>>,
+    }
+
+    /// `/binaries/<sha256>`, written straight into the document.
+    struct DownloadUrl<'a>(&'a str);
+
+    impl Serialize for DownloadUrl<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&format_args!("{BINARIES_PREFIX}{}", self.0))
+        }
     }
 
     impl Serialize for Details<'_> {
@@ -267,7 +276,7 @@ fn render_details(entries: &[PlanEntry], payload: PayloadType) -> Vec<u8> {
                         .sha256
                         .as_deref()
                         .filter(|_| self.1 == PayloadType::MetadataOnly)
-                        .map(binary_path),
+                        .map(DownloadUrl),
                 };
                 map.serialize_entry(&entry.app, &detail)?;
             }
@@ -279,11 +288,6 @@ fn render_details(entries: &[PlanEntry], payload: PayloadType) -> Vec<u8> {
         .expect("serializing strings and numbers into memory cannot fail");
     json.push(b'\n');
     json
-}
-
-/// Where the origin serves the binary with this SHA-256 on its own: `/binaries/<sha256>`.
-pub fn binary_path(sha256: &str) -> String {
-    format!("{BINARIES_PREFIX}{sha256}")
 }
 
 /// The path prefix of binaries served on their own, by SHA-256.
