@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PAYLOAD_TYPE = "application/vnd.fleetpack.release+json"
 DETAILS = "package_details.json"
+# Bytes read at a time from a binary in a package.
+BLOCK = 1 << 20
 
 
 class Refused(Exception):
@@ -105,15 +107,20 @@ def check(app, statement, expected, seen):
 
 
 def binaries_of(package):
-    """package_details.json and (SHA-256, size) of every other file of a package."""
+    """package_details.json and (SHA-256, size) of every other file of a package, each
+    binary hashed as it is read, a block at a time, so memory stays small."""
     details, binaries = None, {}
-    with tarfile.open(package, "r:gz") as archive:
+    with tarfile.open(package, "r|gz") as archive:
         for member in archive:
-            data = archive.extractfile(member).read()
+            source = archive.extractfile(member)
             if member.name == DETAILS:
-                details = json.loads(data)
-            else:
-                binaries[member.name] = (hashlib.sha256(data).hexdigest(), len(data))
+                details = json.loads(source.read())
+                continue
+            digest, size = hashlib.sha256(), 0
+            while block := source.read(BLOCK):
+                digest.update(block)
+                size += len(block)
+            binaries[member.name] = (digest.hexdigest(), size)
     if details is None:
         raise Refused(f"{package} holds no {DETAILS}")
     return details, binaries
