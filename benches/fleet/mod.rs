@@ -158,6 +158,7 @@ fn published(app: &str, channel: &str, version: &str, seed: usize, format_id: &s
             md5: hex::encode(&digest[16..]),
             bytes_crc32: crc.rotate_left(7),
             format: ARCHIVE_FORMAT.to_owned(),
+            blocks: None,
         }),
         deflate_level: Some(level),
         ..Rule::new(

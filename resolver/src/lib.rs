@@ -46,7 +46,7 @@ pub use query::{
 };
 pub use request::{BadRequest, DeviceRequest};
 pub use rollout::{ROLLOUT_ID_LEN, is_member, rollout_id, rollout_position};
-pub use rule::{Rollout, Rule, RuleError, SegmentRef, StoredRules};
+pub use rule::{Rollout, Rule, RuleError, SEGMENT_BLOCK, SegmentBlocks, SegmentRef, StoredRules};
 pub use rule_set::{NoPackage, Reason, Rejected, RuleSet, Selected, Selection};
 pub use serve::Served;
 pub use version::compare_versions;

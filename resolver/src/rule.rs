@@ -170,6 +170,53 @@ pub struct SegmentRef {
     pub bytes_crc32: u32,
     /// The `ARCHIVE_FORMAT` it was made for; one made for another format is not used.
     pub format: String,
+    /// The CRC-32 of each block of the segment's bytes, so that any byte range is
+    /// checked before it is sent. Segments stored before lack it until
+    /// `fleetpack-seed segments` adds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<SegmentBlocks>,
+}
+
+/// Bytes per checked block of a segment: the blocks a download reads and sends.
+pub const SEGMENT_BLOCK: u64 = 256 * 1024;
+
+/// The CRC-32 of each fixed-size block of a segment's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentBlocks {
+    /// Bytes per block; the last block may be shorter.
+    pub size: u64,
+    /// Each block's CRC-32, eight lowercase hex digits a block, one after another.
+    pub crc32: String,
+}
+
+impl SegmentBlocks {
+    pub fn new(size: u64, crc32s: &[u32]) -> Self {
+        SegmentBlocks {
+            size,
+            crc32: crc32s.iter().map(|crc| format!("{crc:08x}")).collect(),
+        }
+    }
+
+    /// Each block's CRC-32, or `None` when the text is not eight hex digits a block.
+    pub fn crc32s(&self) -> Option<Vec<u32>> {
+        if !self.crc32.len().is_multiple_of(8) || !self.crc32.is_ascii() {
+            return None;
+        }
+        (0..self.crc32.len())
+            .step_by(8)
+            .map(|at| u32::from_str_radix(&self.crc32[at..at + 8], 16).ok())
+            .collect()
+    }
+
+    /// Whether these are the checksums of a segment of `len` bytes: a positive block
+    /// size, and one well-formed CRC-32 a block.
+    fn fit(&self, len: u64) -> bool {
+        self.size > 0
+            && self
+                .crc32s()
+                .is_some_and(|crcs| crcs.len() as u64 == len.div_ceil(self.size))
+    }
 }
 
 fn default_enabled() -> bool {
@@ -203,6 +250,10 @@ pub enum RuleError {
     BadPercent { percent: u8 },
     #[error("envelope `{value}` is not a JSON object; sign the release again")]
     BadEnvelope { value: String },
+    #[error(
+        "the block checksums of segment `{url}` do not fit its {size} bytes; run `fleetpack-seed segments` to make them again"
+    )]
+    BadSegmentBlocks { url: String, size: u64 },
     #[error(transparent)]
     BadUrl(#[from] BadUrl),
     #[error(
@@ -320,6 +371,17 @@ impl Rule {
         {
             return Err(RuleError::BadEnvelope {
                 value: excerpt(envelope),
+            });
+        }
+        if let Some(segment) = &self.segment
+            && segment
+                .blocks
+                .as_ref()
+                .is_some_and(|blocks| !blocks.fit(segment.size))
+        {
+            return Err(RuleError::BadSegmentBlocks {
+                url: excerpt(&segment.url),
+                size: segment.size,
             });
         }
         if let Some(rollout) = &self.rollout {

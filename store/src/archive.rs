@@ -62,6 +62,15 @@ pub enum ArchiveError {
         expected: u32,
         actual: u32,
     },
+    #[error(
+        "block {block} of stored segment `{key}` has CRC-32 {actual:08x}, but its rule says {expected:08x}"
+    )]
+    BlockMismatch {
+        key: String,
+        block: u64,
+        expected: u32,
+        actual: u32,
+    },
     #[error("cannot make the tar entry `{name}`")]
     Header {
         name: String,

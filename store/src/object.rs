@@ -9,8 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 /// Bytes per block when an object is sent as blocks: large enough that a read and a
 /// hand-off cost little per byte, small enough that a download buffers well under a
-/// MiB (the block being read, and the body channel's two).
-const BLOCK: usize = 256 * 1024;
+/// MiB (the block being read, and the body channel's two). The checked blocks of a
+/// segment, so that a read from a block's start gives one checked block at a time.
+const BLOCK: usize = fleetpack_resolver::SEGMENT_BLOCK as usize;
 
 /// A binary opened for streaming, with its exact length.
 pub struct StoreObject {

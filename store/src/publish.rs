@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use fleetpack_resolver::{
-    ARCHIVE_FORMAT, DEFLATE_LEVEL, ObjectLocation, Rule, RuleError, SegmentRef, archive_format_id,
+    ARCHIVE_FORMAT, DEFLATE_LEVEL, ObjectLocation, Rule, RuleError, SEGMENT_BLOCK, SegmentBlocks,
+    SegmentRef, archive_format_id,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -233,8 +234,8 @@ pub struct SegmentsBuilt {
 }
 
 /// Builds and stores the compressed segment of every stored rule that lacks one for the
-/// current archive format (a table made by the AWS sample, say), and writes the rules
-/// with it: current releases and history alike, each binary compressed once. A missing
+/// current archive format (a table made by the AWS sample, say) or lacks its block
+/// checksums (a segment stored before they were recorded), and writes the rules with it: current releases and history alike, each binary compressed once. A missing
 /// size or deflate level is filled in; each binary is checked against its rule's MD5
 /// and size as it is read. One rule that fails is reported and the others go on.
 pub async fn build_segments<S: Store>(store: &S) -> Result<SegmentsBuilt, StoreError> {
@@ -247,7 +248,7 @@ pub async fn build_segments<S: Store>(store: &S) -> Result<SegmentsBuilt, StoreE
     let lacking = |rule: &Rule| {
         rule.segment
             .as_ref()
-            .is_none_or(|segment| segment.format != ARCHIVE_FORMAT)
+            .is_none_or(|segment| segment.format != ARCHIVE_FORMAT || segment.blocks.is_none())
     };
     let items = stored
         .current
@@ -443,6 +444,7 @@ async fn store_segment<S: Store>(
         bytes_crc32: digests.crc32,
         md5: digests.md5,
         format: ARCHIVE_FORMAT.to_owned(),
+        blocks: Some(SegmentBlocks::new(SEGMENT_BLOCK, &digests.block_crc32s)),
     })
 }
 

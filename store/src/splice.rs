@@ -1,12 +1,16 @@
 //! Spliced packages: the bytes [`crate::archive::write_package`] would write, assembled
 //! from segments compressed at publish time. Nothing is compressed but
 //! `package_details.json`; the length is known before the first byte, and a byte range
-//! maps to the stored pieces it touches.
+//! maps to the stored pieces it touches. A segment's bytes are checked block by block
+//! against the CRC-32s recorded at publish time before each block is sent, whole
+//! segments and byte ranges alike (a segment stored before those were recorded is
+//! checked whole, and a range that cuts it for its length only).
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use fleetpack_resolver::{ARCHIVE_FORMAT, ObjectLocation, PlanEntry};
+use fleetpack_resolver::{ARCHIVE_FORMAT, ObjectLocation, PlanEntry, SEGMENT_BLOCK, SegmentRef};
 
 use crate::archive::{
     ArchiveError, GZIP_HEADER, INVALID_BLOCK, Totals, tar_entry_len, trailer,
@@ -24,6 +28,8 @@ enum Piece {
         object: ObjectLocation,
         len: u64,
         crc32: u32,
+        /// The CRC-32 of each [`SEGMENT_BLOCK`] bytes, when they were recorded.
+        blocks: Option<Arc<[u32]>>,
     },
 }
 
@@ -49,14 +55,38 @@ pub struct Spliced {
 #[derive(Debug)]
 pub enum Part {
     Bytes(Bytes),
-    /// A whole stored segment, checked against the CRC-32 of its bytes as it streams.
+    /// A whole stored segment, checked as it streams: each block against its CRC-32
+    /// before it is sent, or the whole against the CRC-32 of its bytes.
     Whole {
         object: StoreObject,
         key: String,
         crc32: u32,
+        blocks: Option<Arc<[u32]>>,
     },
-    /// A slice of a stored segment.
+    /// A slice of a stored segment, read from the start of its first block to the end
+    /// of its last, each block checked before its part of the slice is sent.
+    Checked {
+        object: StoreObject,
+        key: String,
+        /// Index of the first block read, and the CRC-32 of each block read.
+        first_block: u64,
+        crc32s: Vec<u32>,
+        /// Bytes of the first block before the slice, and the slice's length.
+        skip: u64,
+        len: u64,
+    },
+    /// A slice of a stored segment without block checksums: checked for its length.
     Slice(StoreObject),
+}
+
+/// The block checksums of `segment`, when it has them for blocks of [`SEGMENT_BLOCK`].
+fn block_crc32s(segment: &SegmentRef) -> Option<Arc<[u32]>> {
+    let blocks = segment.blocks.as_ref()?;
+    (blocks.size == SEGMENT_BLOCK)
+        .then(|| blocks.crc32s())
+        .flatten()
+        .filter(|crcs| crcs.len() as u64 == segment.size.div_ceil(SEGMENT_BLOCK))
+        .map(Arc::from)
 }
 
 impl Spliced {
@@ -91,6 +121,7 @@ impl Spliced {
                 object,
                 len: segment.size,
                 crc32: segment.bytes_crc32,
+                blocks: block_crc32s(segment),
             });
         }
         let mut tail = Vec::new();
@@ -145,7 +176,12 @@ impl Spliced {
                 Piece::Made(bytes) => {
                     parts.push(Part::Bytes(bytes.slice(from as usize..to as usize)))
                 }
-                Piece::Stored { object, len, crc32 } if from == 0 && to == *len => {
+                Piece::Stored {
+                    object,
+                    len,
+                    crc32,
+                    blocks,
+                } if from == 0 && to == *len => {
                     let opened = store.open_object(object).await?;
                     if opened.len != *len {
                         return Err(StoreError::ShortObject {
@@ -158,6 +194,27 @@ impl Spliced {
                         object: opened,
                         key: object.key.clone(),
                         crc32: *crc32,
+                        blocks: blocks.clone(),
+                    });
+                }
+                Piece::Stored {
+                    object,
+                    len,
+                    blocks: Some(blocks),
+                    ..
+                } => {
+                    let first_block = from / SEGMENT_BLOCK;
+                    let start = first_block * SEGMENT_BLOCK;
+                    let end = to.div_ceil(SEGMENT_BLOCK) * SEGMENT_BLOCK;
+                    let end = end.min(*len);
+                    let last_block = end.div_ceil(SEGMENT_BLOCK);
+                    parts.push(Part::Checked {
+                        object: store.open_object_range(object, start, end - start).await?,
+                        key: object.key.clone(),
+                        first_block,
+                        crc32s: blocks[first_block as usize..last_block as usize].to_vec(),
+                        skip: from - start,
+                        len: to - from,
                     });
                 }
                 Piece::Stored { object, .. } => {
@@ -188,12 +245,27 @@ impl BlockSink for Discard {
     }
 }
 
+/// Checks one block of a stored segment against the CRC-32 recorded for it.
+fn check_block(block: &[u8], expected: u32, key: &str, index: u64) -> Result<(), ArchiveError> {
+    let actual = crc32fast::hash(block);
+    if actual != expected {
+        return Err(ArchiveError::BlockMismatch {
+            key: key.to_owned(),
+            block: index,
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// Writes opened parts of a spliced package, reading the stored segments block by block
 /// on this thread, which must be a blocking one (streams are driven on `runtime`). One
 /// thread reads, checks and hands on each block: no task hops between the disk and the
-/// connection. A whole segment whose bytes differ from what its rule says fails the
-/// write after it, ended by an invalid block, as [`write_package`] does. CRC-32 rather
-/// than MD5: it keeps up with copying.
+/// connection. A block whose bytes differ from what the segment's rule says is never
+/// sent: the write fails before it (after an invalid block, when the bytes sent end on a
+/// deflate boundary, as [`write_package`] does). A segment without block checksums is
+/// checked whole and fails after it. CRC-32 rather than MD5: it keeps up with copying.
 pub fn write_parts(
     out: &mut impl BlockSink,
     parts: Vec<Part>,
@@ -208,7 +280,35 @@ pub fn write_parts(
                     out.send_block(block?)?;
                 }
             }
-            Part::Whole { object, key, crc32 } => {
+            Part::Whole {
+                object,
+                key,
+                blocks: Some(crc32s),
+                ..
+            } => {
+                let mut blocks = object.into_blocks();
+                for (index, expected) in crc32s.iter().enumerate() {
+                    let block = match blocks.next_block(runtime) {
+                        Some(block) => block?,
+                        None => return Err(ArchiveError::Io(io::ErrorKind::UnexpectedEof.into())),
+                    };
+                    if let Err(error) = check_block(&block, *expected, &key, index as u64) {
+                        // At the segment's start the bytes sent end on a deflate block
+                        // boundary: an invalid block there stops every decoder.
+                        if index == 0 {
+                            let _ = out.send_block(Bytes::from_static(&INVALID_BLOCK));
+                        }
+                        return Err(error);
+                    }
+                    out.send_block(block)?;
+                }
+            }
+            Part::Whole {
+                object,
+                key,
+                crc32,
+                blocks: None,
+            } => {
                 let mut digest = crc32fast::Hasher::new();
                 let mut blocks = object.into_blocks();
                 let mut failed = None;
@@ -237,6 +337,28 @@ pub fn write_parts(
                             actual,
                         },
                     });
+                }
+            }
+            Part::Checked {
+                object,
+                key,
+                first_block,
+                crc32s,
+                skip,
+                len,
+            } => {
+                let mut blocks = object.into_blocks();
+                let (mut skip, mut left) = (skip as usize, len as usize);
+                for (at, expected) in crc32s.iter().enumerate() {
+                    let block = match blocks.next_block(runtime) {
+                        Some(block) => block?,
+                        None => return Err(ArchiveError::Io(io::ErrorKind::UnexpectedEof.into())),
+                    };
+                    check_block(&block, *expected, &key, first_block + at as u64)?;
+                    let end = block.len().min(skip + left);
+                    out.send_block(block.slice(skip..end))?;
+                    left -= end - skip;
+                    skip = 0;
                 }
             }
         }

@@ -3,9 +3,18 @@
 use http::{Method, StatusCode};
 
 use crate::decode::{gnu_tar, python_tarfile};
+use fleetpack_resolver::SEGMENT_BLOCK;
+use fleetpack_store::demo::{DemoRelease, write_demo_binary};
+use fleetpack_store::publish::Release;
+
 use crate::harness::{
-    FULL_SAMPLE, Origin, Response, demo_binary, raw_exchange, request_allowing_abort,
+    FULL_SAMPLE, Origin, Response, TestStore, demo_binary, raw_exchange, request_allowing_abort,
 };
+use crate::segments::find;
+
+/// What an aborted body may carry past its last real byte: the filler that pushes the
+/// real bytes out of the connection's buffers.
+const SINK_SLACK: usize = 2 * 64 * 1024;
 
 const STORE_UNAVAILABLE: &str = "the package store is unavailable; retry later";
 
@@ -42,6 +51,90 @@ async fn segment_changed_after_publish_aborts_the_package_mid_body() {
         "all {announced} bytes arrived"
     );
     assert_cut_and_counted(&origin, &response).await;
+}
+
+/// Flips one byte in block `block` of a segment: same length, one bad block.
+async fn corrupt_block(origin: &Origin, app: &str, version: &str, block: usize) {
+    origin
+        .store
+        .tamper_segment(app, version, |mut bytes| {
+            bytes[block * SEGMENT_BLOCK as usize + 100] ^= 1;
+            Some(bytes)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_inside_a_corrupted_block_is_aborted_and_other_blocks_still_serve() {
+    // A binary of several blocks (the demo's are smaller than one), incompressible.
+    let store = TestStore::demo(true).await;
+    let files = tempfile::tempdir().expect("temp dir");
+    let path = files.path().join("big.bin");
+    let big = DemoRelease {
+        app: "bigApp",
+        channel: "prod",
+        version: "1.0",
+        cpu_arch: None,
+        attributes: &["big"],
+    };
+    write_demo_binary(&big, 5 * SEGMENT_BLOCK, &path).expect("write");
+    let release = Release {
+        attributes: vec!["big".to_owned()],
+        ..Release::new("bigApp", "prod", "1.0")
+    };
+    store.publish(&release, &path).await;
+    let origin = Origin::serve(store).await;
+    let target = "/package?cpuArch=armv8&attrBig=prod";
+    let package = origin.get(target).await;
+    assert_eq!(package.status, StatusCode::OK);
+    let rule = origin
+        .store
+        .load_rules()
+        .await
+        .into_iter()
+        .find(|rule| rule.app == "bigApp")
+        .expect("bigApp");
+    let segment = rule.segment.expect("a segment");
+    assert!(
+        segment.size > 3 * SEGMENT_BLOCK,
+        "a segment of several blocks"
+    );
+    let at =
+        find(&package.body, &origin.store.read(&segment.url).await).expect("the segment") as u64;
+    corrupt_block(&origin, "bigApp", "1.0", 2).await;
+
+    // Inside block 2: never a complete 206.
+    let (first, last) = (at + 2 * SEGMENT_BLOCK + 50, at + 2 * SEGMENT_BLOCK + 150);
+    let range = format!("bytes={first}-{last}");
+    let cut = request_allowing_abort(origin.addr, Method::GET, target, &[("range", &range)]).await;
+    assert_eq!(cut.status, StatusCode::PARTIAL_CONTENT);
+    assert!(cut.body_error.is_some(), "the range ended cleanly");
+    assert!(cut.body.len() < 101, "all {} bytes arrived", cut.body.len());
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 1);
+
+    // Blocks 0 and 1 are as published, across their boundary.
+    let (first, last) = (at + SEGMENT_BLOCK - 70, at + SEGMENT_BLOCK + 70);
+    let good = origin
+        .get_with(target, &[("range", &format!("bytes={first}-{last}"))])
+        .await;
+    assert_eq!(good.status, StatusCode::PARTIAL_CONTENT);
+    assert!(good.body_error.is_none());
+    assert_eq!(
+        &good.body[..],
+        &package.body[first as usize..=last as usize]
+    );
+
+    // The whole package stops before the bad block and no decoder reads it.
+    let whole = request_allowing_abort(origin.addr, Method::GET, target, &[]).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert!(whole.body_error.is_some(), "the package ended cleanly");
+    assert!(whole.body.len() <= (at + 2 * SEGMENT_BLOCK) as usize + SINK_SLACK);
+    assert!(gnu_tar(&whole.body).is_err(), "GNU tar read it whole");
+    assert!(
+        python_tarfile(&whole.body).is_err(),
+        "Python's tarfile read it whole"
+    );
+    assert_eq!(origin.metric("fleetpack_packages_aborted_total").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

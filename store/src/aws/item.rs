@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleetpack_resolver::{Rollout, Rule, SegmentRef};
+use fleetpack_resolver::{Rollout, Rule, SegmentBlocks, SegmentRef};
 
 /// A DynamoDB item: attribute names and values.
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -219,6 +219,13 @@ fn segment_from_item(value: Option<&AttributeValue>) -> Result<Option<SegmentRef
         md5: text("md5")?,
         bytes_crc32: crc32("bytesCrc32")?,
         format: text("format")?,
+        blocks: match map.get("blockSize") {
+            None => None,
+            Some(_) => Some(SegmentBlocks {
+                size: number("blockSize")?,
+                crc32: text("blockCrc32")?,
+            }),
+        },
     }))
 }
 
@@ -308,26 +315,42 @@ pub(super) fn item_from_rule(rule: &Rule, kind: ItemKind) -> Item {
     optional(
         "segment",
         rule.segment.as_ref().map(|segment| {
-            AttributeValue::M(HashMap::from([
-                ("url".to_owned(), AttributeValue::S(segment.url.clone())),
-                (
-                    "size".to_owned(),
-                    AttributeValue::N(segment.size.to_string()),
-                ),
-                (
-                    "crc32".to_owned(),
-                    AttributeValue::N(segment.crc32.to_string()),
-                ),
-                ("md5".to_owned(), AttributeValue::S(segment.md5.clone())),
-                (
-                    "bytesCrc32".to_owned(),
-                    AttributeValue::N(segment.bytes_crc32.to_string()),
-                ),
-                (
-                    "format".to_owned(),
-                    AttributeValue::S(segment.format.clone()),
-                ),
-            ]))
+            AttributeValue::M(
+                HashMap::from([
+                    ("url".to_owned(), AttributeValue::S(segment.url.clone())),
+                    (
+                        "size".to_owned(),
+                        AttributeValue::N(segment.size.to_string()),
+                    ),
+                    (
+                        "crc32".to_owned(),
+                        AttributeValue::N(segment.crc32.to_string()),
+                    ),
+                    ("md5".to_owned(), AttributeValue::S(segment.md5.clone())),
+                    (
+                        "bytesCrc32".to_owned(),
+                        AttributeValue::N(segment.bytes_crc32.to_string()),
+                    ),
+                    (
+                        "format".to_owned(),
+                        AttributeValue::S(segment.format.clone()),
+                    ),
+                ])
+                .into_iter()
+                .chain(segment.blocks.iter().flat_map(|blocks| {
+                    [
+                        (
+                            "blockSize".to_owned(),
+                            AttributeValue::N(blocks.size.to_string()),
+                        ),
+                        (
+                            "blockCrc32".to_owned(),
+                            AttributeValue::S(blocks.crc32.clone()),
+                        ),
+                    ]
+                }))
+                .collect(),
+            )
         }),
     );
     item
@@ -354,6 +377,7 @@ mod tests {
                 md5: "fedcba9876543210fedcba9876543210".to_owned(),
                 bytes_crc32: 0x1234_5678,
                 format: "fleetpack-archive/1".to_owned(),
+                blocks: Some(SegmentBlocks::new(262_144, &[u32::MAX])),
             }),
             deflate_level: Some(0),
             sequence: Some(7),
