@@ -15,10 +15,10 @@ use http::header::{
 };
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use crate::body::{self, Body};
+use crate::app::{App, RequestError};
+use crate::body::{self, Body, BodyCounters, end_body, on_blocking_thread};
 use crate::metrics::Metrics;
 use crate::range::{self, RangeRequest};
-use crate::service::{App, BodyCounters, RequestError, end_body, on_blocking_thread};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");

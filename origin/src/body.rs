@@ -2,14 +2,18 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
+use fleetpack_store::archive::ArchiveError;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
+
+use crate::metrics::Metrics;
 
 /// Every response body the origin sends.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
@@ -188,5 +192,62 @@ impl AsyncWrite for ChannelSink {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_flush(cx)
+    }
+}
+
+/// Runs `write` with the body's sink on a blocking thread; `None` when it panicked.
+pub async fn on_blocking_thread(
+    mut sink: ChannelSink,
+    write: impl FnOnce(&mut ChannelSink, &tokio::runtime::Handle) -> Result<(), ArchiveError>
+    + Send
+    + 'static,
+) -> Option<(ChannelSink, Result<(), ArchiveError>)> {
+    let runtime = tokio::runtime::Handle::current();
+    let sent = tokio::task::spawn_blocking(move || {
+        let written = write(&mut sink, &runtime);
+        (sink, written)
+    })
+    .await;
+    sent.map_err(|panicked| tracing::error!(error = %panicked, "body writer failed"))
+        .ok()
+}
+
+/// Where a streamed body's ending is counted.
+pub struct BodyCounters<'a> {
+    pub completed: &'a AtomicU64,
+    pub aborted: &'a AtomicU64,
+    pub client_gone: &'a AtomicU64,
+}
+
+/// Ends a streamed body after its writer: counted as completed, cut by the client, or
+/// aborted so that it never looks complete. `what` names it in the log.
+pub async fn end_body(
+    written: Option<(ChannelSink, Result<(), ArchiveError>)>,
+    counters: BodyCounters<'_>,
+    what: &str,
+) {
+    let Some((sink, written)) = written else {
+        Metrics::increment(counters.aborted);
+        return;
+    };
+    match written {
+        Ok(()) => Metrics::increment(counters.completed),
+        Err(error) if sink.is_closed() => {
+            Metrics::increment(counters.client_gone);
+            tracing::debug!(
+                what,
+                error = &error as &dyn std::error::Error,
+                "client left during a download"
+            );
+        }
+        Err(error) => {
+            Metrics::increment(counters.aborted);
+            tracing::error!(
+                what,
+                error = &error as &dyn std::error::Error,
+                "download aborted after the status line"
+            );
+            sink.abort(io::Error::other(error)).await;
+        }
     }
 }

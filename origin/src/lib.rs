@@ -12,6 +12,7 @@
 //! aborted, never ended as if complete.
 
 mod answers;
+mod app;
 mod binaries;
 mod body;
 pub mod config;

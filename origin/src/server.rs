@@ -18,9 +18,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
-use crate::service::{self, App};
+use crate::service;
 use crate::snapshot::Rules;
 
 /// Largest request head accepted (request line and headers); `If-None-Match` alone may

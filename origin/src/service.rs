@@ -3,30 +3,25 @@
 //! into a response.
 
 use std::convert::Infallible;
-use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
-use fleetpack_resolver::{
-    BINARIES_PREFIX, BadRequest, DeviceRequest, NoPackage, PackagePlan, PayloadType,
-};
-use fleetpack_store::archive::{self, ArchiveError, PackageObject};
+use fleetpack_resolver::{BINARIES_PREFIX, DeviceRequest, PackagePlan, PayloadType};
+use fleetpack_store::archive::{self, PackageObject};
 use fleetpack_store::splice::{self, Part};
 use fleetpack_store::{Store, StoreError};
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, IF_RANGE, InvalidHeaderValue, RANGE, RETRY_AFTER,
-    VARY,
+    CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 
-use crate::answers::{Answer, AnswerError, RequestKey};
+use crate::answers::{Answer, RequestKey};
+use crate::app::{App, RequestError};
 use crate::binaries;
-use crate::body::{self, Body, ChannelSink};
+use crate::body::{self, Body, BodyCounters, ChannelSink, end_body, on_blocking_thread};
 use crate::config::{CachePolicy, ServeConfig};
 use crate::metrics::Metrics;
 use crate::range::{self, RangeRequest};
-use crate::snapshot::Rules;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const GZIP: HeaderValue = HeaderValue::from_static("application/gzip");
@@ -43,60 +38,6 @@ const ORIGIN_VERIFY: &str = "x-origin-verify";
 /// A package's body depends on `If-None-Match` (binaries the device has are left out),
 /// so a cache keyed on the URL alone must keep one response per header value.
 const VARY_IF_NONE_MATCH: HeaderValue = HeaderValue::from_static("if-none-match");
-
-/// Everything a request needs, shared by all connections.
-#[derive(Debug)]
-pub struct App<S> {
-    pub store: S,
-    pub rules: Rules,
-    pub metrics: Metrics,
-    pub config: ServeConfig,
-}
-
-/// Why a request failed; [`error_response`] maps each kind to its status.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error(transparent)]
-    BadRequest(#[from] BadRequest),
-    #[error(transparent)]
-    NoPackage(#[from] NoPackage),
-    #[error("no such resource; devices call GET /package?cpuArch=<arch>")]
-    UnknownPath,
-    #[error(
-        "`{name}` does not name a binary: use /binaries/<sha256>, 64 lowercase hex digits, as `downloadUrl` gives it"
-    )]
-    BadBinaryName { name: String },
-    #[error(
-        "no release in the current rules has this binary; take `downloadUrl` from a metadata answer (payloadType=metadataOnly)"
-    )]
-    NoBinary,
-    #[error(
-        "an HTTP/1.1 request carries exactly one Host header (RFC 9112, section 3.2); this one has {0}"
-    )]
-    BadHost(usize),
-    #[error(
-        "this origin answers only requests that come through its CDN (they carry the X-Origin-Verify header); call the CDN's address"
-    )]
-    NotThroughCdn,
-    #[error("method not allowed; use GET or HEAD")]
-    MethodNotAllowed,
-    #[error("the release rules are not loaded yet; retry shortly")]
-    NotReady,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the range starts past the end of the {len}-byte body; ask for bytes below {len}")]
-    RangeNotSatisfiable { len: u64 },
-    #[error(transparent)]
-    Answer(#[from] AnswerError),
-    #[error("a response header cannot hold the value made for it")]
-    Header(#[from] InvalidHeaderValue),
-    #[error("object `{key}` is {actual} bytes long, but its rule says {expected}")]
-    SizeMismatch {
-        key: String,
-        expected: u64,
-        actual: u64,
-    },
-}
 
 /// What a request's path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,63 +329,6 @@ async fn stream_package<S: Store>(
         client_gone: &metrics.packages_client_gone,
     };
     end_body(written, counters, &answer.plan.etag().to_string()).await;
-}
-
-/// Runs `write` with the body's sink on a blocking thread; `None` when it panicked.
-pub(crate) async fn on_blocking_thread(
-    mut sink: ChannelSink,
-    write: impl FnOnce(&mut ChannelSink, &tokio::runtime::Handle) -> Result<(), ArchiveError>
-    + Send
-    + 'static,
-) -> Option<(ChannelSink, Result<(), ArchiveError>)> {
-    let runtime = tokio::runtime::Handle::current();
-    let sent = tokio::task::spawn_blocking(move || {
-        let written = write(&mut sink, &runtime);
-        (sink, written)
-    })
-    .await;
-    sent.map_err(|panicked| tracing::error!(error = %panicked, "body writer failed"))
-        .ok()
-}
-
-/// Where a streamed body's ending is counted.
-pub(crate) struct BodyCounters<'a> {
-    pub completed: &'a AtomicU64,
-    pub aborted: &'a AtomicU64,
-    pub client_gone: &'a AtomicU64,
-}
-
-/// Ends a streamed body after its writer: counted as completed, cut by the client, or
-/// aborted so that it never looks complete. `what` names it in the log.
-pub(crate) async fn end_body(
-    written: Option<(ChannelSink, Result<(), ArchiveError>)>,
-    counters: BodyCounters<'_>,
-    what: &str,
-) {
-    let Some((sink, written)) = written else {
-        Metrics::increment(counters.aborted);
-        return;
-    };
-    match written {
-        Ok(()) => Metrics::increment(counters.completed),
-        Err(error) if sink.is_closed() => {
-            Metrics::increment(counters.client_gone);
-            tracing::debug!(
-                what,
-                error = &error as &dyn std::error::Error,
-                "client left during a download"
-            );
-        }
-        Err(error) => {
-            Metrics::increment(counters.aborted);
-            tracing::error!(
-                what,
-                error = &error as &dyn std::error::Error,
-                "download aborted after the status line"
-            );
-            sink.abort(io::Error::other(error)).await;
-        }
-    }
 }
 
 /// Ready while rules are served and a refresh read the store within the allowed age.
